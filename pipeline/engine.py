@@ -1,0 +1,341 @@
+"""The Ray wiring, in one place: schedules video tasks and ASR actors, writes shards.
+
+Flow: the driver streams the URL list, submits one task per video (stages 2-7 in
+pipeline.process), each task forwards its audio to an ASR actor (stage 5: one model per
+actor), and the results (small records + clip bytes) come back to the driver, which stages
+the clips on disk and journals the video. When every video of a shuffle window is journaled,
+the window's samples are shuffled and written as shards (stage 8) and a manifest part
+(stage 9); the staged clips are then deleted.
+
+Crash safety: the journal (`_state/videos/W/ID.json`) is written after the clips it names,
+and a window record (`_state/windows/`) after its shards and manifest part. A rerun skips
+journaled videos and recorded windows, so at most the videos in flight are redone, and it
+rewrites an unrecorded window with exactly the same bytes (same seed, same shard numbers).
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import ray
+
+from pipeline import asr as asr_stage
+from pipeline.config import BuildConfig
+from pipeline.errors import StageError
+from pipeline.process import failed, process_video
+from pipeline.shards import plan_window, sample_json, sample_txt, shard_name, write_shard
+from pipeline.urls import read_url_list
+from schemas import (SCHEMA_VERSION, ErrorRow, ManifestRow, RunSummary, ShardStats, UrlRow,
+                     VideoResult, from_dict, to_table)
+
+RETRY_WINDOW_BASE = 1_000_000_000     # retry windows are numbered after every input window
+
+
+# ----------------------------------------------------------------------------- Ray actors/tasks
+
+class AsrActor:
+    """Holds one faster-whisper model; serves one transcription at a time."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.model = asr_stage.load_model(cfg)
+
+    def transcribe(self, pcm):
+        try:
+            return asr_stage.transcribe(self.model, pcm, self.cfg)
+        except StageError as e:        # returned, not raised: keeps the reason code intact
+            return (e.stage, e.reason, e.message)
+
+
+def _video_task(row: UrlRow, cfg: BuildConfig, actor):
+    def forward(pcm):
+        try:
+            out = ray.get(actor.transcribe.remote(pcm), timeout=cfg.asr.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise StageError("asr", "deadline", f"ASR took longer than {cfg.asr.timeout_s}s") from None
+        except ray.exceptions.RayActorError as e:
+            raise StageError("asr", "worker_died", f"ASR actor died: {str(e)[:200]}") from None
+        if isinstance(out, tuple):
+            raise StageError(*out)
+        return out
+    return process_video(row, cfg, forward)
+
+
+def start_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level="WARNING")
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+
+
+def start_asr_actors(cfg: BuildConfig) -> list:
+    res = ray.cluster_resources()
+    gpus = res.get("GPU", 0)
+    num_gpus = cfg.asr.num_gpus if cfg.asr.num_gpus >= 0 else (1.0 if gpus else 0.0)
+    n = cfg.asr.actors or (int(gpus / num_gpus) if num_gpus else max(1, int(res.get("CPU", 1)) // 4))
+    actor_cls = ray.remote(AsrActor).options(num_cpus=cfg.asr.num_cpus, num_gpus=num_gpus,
+                                             max_restarts=-1, max_task_retries=2, max_concurrency=1)
+    return [actor_cls.remote(cfg.asr) for _ in range(max(1, n))]
+
+
+# ----------------------------------------------------------------------------- on-disk state
+
+def _write_json(path: str, obj) -> None:
+    """Atomic JSON write: a crash leaves the old file or the new one, never half of one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, sort_keys=True, separators=(",", ":"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class State:
+    out: str
+
+    def __post_init__(self):
+        for d in ("videos", "clips", "windows", "tmp"):
+            os.makedirs(os.path.join(self.out, "_state", d), exist_ok=True)
+        os.makedirs(os.path.join(self.out, "manifest"), exist_ok=True)
+
+    def p(self, *parts: str) -> str:
+        return os.path.join(self.out, "_state", *parts)
+
+    def journal_path(self, window: int, vid: str) -> str:
+        return self.p("videos", f"{window:06d}", f"{vid}.json")
+
+    def load_result(self, window: int, vid: str) -> VideoResult | None:
+        try:
+            with open(self.journal_path(window, vid)) as f:
+                return from_dict(VideoResult, json.load(f))
+        except FileNotFoundError:
+            return None
+
+    def save_result(self, window: int, result: VideoResult, clips: list[bytes]) -> None:
+        if clips:
+            d = self.p("clips", result.video_id)
+            os.makedirs(d, exist_ok=True)
+            for s, data in zip(result.samples, clips):
+                tmp = os.path.join(d, s.key + ".mp4.tmp")
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, os.path.join(d, s.key + ".mp4"))
+        os.makedirs(os.path.dirname(self.journal_path(window, result.video_id)), exist_ok=True)
+        _write_json(self.journal_path(window, result.video_id), dataclasses.asdict(result))
+
+    def window_records(self) -> dict[int, dict]:
+        out = {}
+        for path in glob.glob(self.p("windows", "*.json")):
+            with open(path) as f:
+                rec = json.load(f)
+            out[rec["window"]] = rec
+        return out
+
+
+# ----------------------------------------------------------------------------- windows -> shards
+
+def write_window(state: State, window: int, video_ids: list[str], journal_window: dict[str, int],
+                 first_shard: int, cfg: BuildConfig) -> dict:
+    """Shuffle the window's samples into shards, write them and the manifest part, record it."""
+    results = [state.load_result(journal_window[v], v) for v in video_ids]
+    ok = [r for r in results if r is not None and r.status == "ok"]
+    by_key = {s.key: (r, s, n) for r in ok for s, n in zip(r.samples, r.clip_bytes)}
+    plan = plan_window([(k, n) for k, (_, _, n) in by_key.items()], cfg.seed, window, cfg.shards)
+    stats, manifest = [], []
+    for j, keys in enumerate(plan if by_key else []):
+        name = shard_name(cfg.shards, first_shard + j)
+        members = []
+        for key in keys:
+            r, s, _ = by_key[key]
+            members += [(f"{key}.json", sample_json(s)),
+                        (f"{key}.mp4", state.p("clips", r.video_id, f"{key}.mp4")),
+                        (f"{key}.txt", sample_txt(s))]
+        size = write_shard(os.path.join(state.out, name), members)
+        stats.append(ShardStats(shard=name, window=window, samples=len(keys),
+                                videos=len({by_key[k][0].video_id for k in keys}), bytes=size))
+        for key in keys:
+            r, s, n = by_key[key]
+            manifest.append(ManifestRow(
+                key=key, shard=name, video_id=r.video_id, url=r.url, index=s.index,
+                source_start=s.source_start, source_end=s.source_end, duration=s.duration,
+                video_duration=r.video.duration, num_units=len(s.units),
+                num_words=sum(len(u.words) for u in s.units), language=s.language, bytes=n))
+    import pyarrow.parquet as pq
+    part = os.path.join(state.out, "manifest", f"part-{window:010d}.parquet")
+    pq.write_table(to_table(manifest, ManifestRow), part + ".tmp")
+    os.replace(part + ".tmp", part)
+    record = {"window": window, "first_shard": first_shard, "videos": video_ids,
+              "shards": [dataclasses.asdict(s) for s in stats], "samples": len(manifest)}
+    _write_json(state.p("windows", f"{window:010d}.json"), record)
+    if not cfg.keep_staging:
+        for v in video_ids:
+            shutil.rmtree(state.p("clips", v), ignore_errors=True)
+    return record
+
+
+# ----------------------------------------------------------------------------- the build
+
+@dataclass
+class _Window:
+    ids: list[str] = field(default_factory=list)
+    pending: set[str] = field(default_factory=set)
+    complete: bool = False          # every row of the window has been read
+
+
+def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
+          retry_errors: bool = False, log=print) -> RunSummary:
+    t0 = time.time()
+    state = State(out)
+    _write_json(state.p("config.json"), cfg.to_dict())
+    records = state.window_records()
+    next_shard = sum(len(r["shards"]) for r in records.values())
+    n_retry = sum(1 for w in records if w >= RETRY_WINDOW_BASE)
+    retry_window = RETRY_WINDOW_BASE + n_retry
+    start_ray(address)
+    actors = start_asr_actors(cfg)
+    load = [0] * len(actors)
+    task = ray.remote(_video_task).options(num_cpus=cfg.task_cpus, max_retries=cfg.task_retries,
+                                           retry_exceptions=False)
+    max_inflight = cfg.max_inflight or 2 * int(ray.cluster_resources().get("CPU", 1))
+    windows: dict[int, _Window] = {}
+    journal_window: dict[str, int] = {}         # video id -> window its journal lives under
+    inflight: dict = {}                          # ref -> (row, window, actor index, submitted at)
+    counts = Counter()
+    stats: dict = {}
+    last_log = time.time()
+
+    def target_window(row_window: int) -> int:
+        return retry_window if row_window in records else row_window
+
+    def finish(row: UrlRow, win: int, result: VideoResult, clips: list[bytes]) -> None:
+        state.save_result(journal_window[row.id], result, clips)
+        counts[result.status] += 1
+        counts["audio_s"] += result.audio_s
+        counts["samples"] += len(result.samples)
+        windows[win].pending.discard(row.id)
+
+    def flush_windows() -> None:
+        nonlocal next_shard
+        for w in sorted(windows):
+            st = windows[w]
+            if w == retry_window or not st.complete or st.pending:
+                break                            # windows are written strictly in order
+            rec = write_window(state, w, st.ids, journal_window, next_shard, cfg)
+            next_shard += len(rec["shards"])
+            counts["shards"] += len(rec["shards"])
+            del windows[w]
+
+    def collect(timeout: float) -> None:
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
+        for ref in ready:
+            row, win, ai, _ = inflight.pop(ref)
+            load[ai] -= 1
+            try:
+                result, clips = ray.get(ref)
+            except ray.exceptions.RayError as e:    # worker died past its retries, or cancelled
+                result, clips = failed(row, "engine", "worker_died", str(e)[:300]), []
+            finish(row, win, result, clips)
+        now = time.time()
+        for ref, (row, win, ai, since) in list(inflight.items()):
+            if now - since > cfg.video_timeout_s * 1.2 + 30:   # the task's own deadline failed
+                ray.cancel(ref, force=True)
+                inflight.pop(ref)
+                load[ai] -= 1
+                finish(row, win, failed(row, "engine", "deadline",
+                                        f"task exceeded {cfg.video_timeout_s}s and was killed"), [])
+        flush_windows()
+
+    def progress(force: bool = False) -> None:
+        nonlocal last_log
+        if force or time.time() - last_log >= cfg.progress_s:
+            last_log = time.time()
+            el = time.time() - t0
+            log(f"[build] {el:6.1f}s  videos ok {counts['ok']} failed {counts['failed']} "
+                f"in flight {len(inflight)}  samples {counts['samples']}  shards {counts['shards']}  "
+                f"audio {counts['audio_s'] / 60:.1f} min ({counts['audio_s'] / max(el, 1e-9):.1f}x real time)")
+
+    for item in read_url_list(urls, cfg.download.allow_local_files, stats):
+        row_window = item.row // cfg.shards.shuffle_window
+        for w, st in windows.items():                       # rows come in order: earlier windows are full
+            if w < row_window:
+                st.complete = True
+        vid = item.id if isinstance(item, UrlRow) else f"badrow-{item.row}"
+        journal_window[vid] = row_window
+        previous = state.load_result(row_window, vid)
+        redo = (previous is not None and retry_errors and previous.status == "failed"
+                and previous.error is not None and previous.error.retryable)
+        if row_window in records and not redo:
+            continue                                        # window already in shards
+        if previous is not None and not redo:
+            counts["resumed"] += 1
+            windows.setdefault(row_window, _Window()).ids.append(vid)
+            continue
+        win = target_window(row_window)
+        st = windows.setdefault(win, _Window())
+        st.ids.append(vid)
+        if isinstance(item, ErrorRow):
+            st.pending.add(vid)
+            row = UrlRow(id=vid, url=item.url, row=item.row)
+            finish(row, win, failed(row, item.stage, item.reason, item.message), [])
+            continue
+        while len(inflight) >= max_inflight:
+            collect(timeout=1.0)
+            progress()
+        ai = load.index(min(load))
+        load[ai] += 1
+        st.pending.add(vid)
+        inflight[task.remote(item, cfg, actors[ai])] = (item, win, ai, time.time())
+        progress()
+    for st in windows.values():
+        st.complete = True
+    while inflight:
+        collect(timeout=1.0)
+        progress()
+    flush_windows()
+    if retry_window in windows:                             # retried videos: one more window
+        rec = write_window(state, retry_window, windows[retry_window].ids, journal_window, next_shard, cfg)
+        counts["shards"] += len(rec["shards"])
+    progress(force=True)
+    for a in actors:
+        ray.kill(a)
+    return finalize(state, cfg, t0, counts, stats)
+
+
+def finalize(state: State, cfg: BuildConfig, t0: float, counts: Counter, stats: dict) -> RunSummary:
+    """errors.parquet and summary.json from the journal and the window records."""
+    import pyarrow.parquet as pq
+
+    errors, reasons, audio_s, ok = [], Counter(), 0.0, 0
+    for path in sorted(glob.glob(state.p("videos", "*", "*.json"))):
+        with open(path) as f:
+            r = from_dict(VideoResult, json.load(f))
+        audio_s += r.audio_s
+        if r.status == "ok":
+            ok += 1
+        else:
+            errors.append(r.error)
+            reasons[r.error.reason] += 1
+    errors.sort(key=lambda e: e.row)
+    pq.write_table(to_table(errors, ErrorRow), os.path.join(state.out, "errors.parquet"))
+    records = state.window_records().values()
+    wall = time.time() - t0
+    summary = RunSummary(
+        schema_version=SCHEMA_VERSION, videos_total=ok + len(errors), videos_ok=ok,
+        videos_failed=len(errors), failed_by_reason=dict(sorted(reasons.items())),
+        samples=sum(r["samples"] for r in records), shards=sum(len(r["shards"]) for r in records),
+        audio_hours=round(audio_s / 3600, 4), wall_s=round(wall, 2),
+        audio_s_per_wall_s=round(counts["audio_s"] / wall, 2),
+        videos_per_hour=round((counts["ok"] + counts["failed"]) / wall * 3600, 1),
+        resumed_videos=counts["resumed"], duplicates_dropped=stats.get("duplicates", 0),
+        seed=cfg.seed)
+    _write_json(os.path.join(state.out, "summary.json"), dataclasses.asdict(summary))
+    return summary
