@@ -51,7 +51,9 @@ def transcribe(model, pcm: np.ndarray, cfg: AsrConfig) -> Transcript:
     kwargs = dict(beam_size=cfg.beam_size, word_timestamps=True, vad_filter=cfg.vad,
                   # temperature 0 only: no sampling fallback, so a rerun gives the same text
                   # (and the same shards for the same seed)
-                  temperature=0.0, condition_on_previous_text=False)
+                  temperature=0.0, condition_on_previous_text=False,
+                  vad_parameters=dict(min_silence_duration_ms=cfg.vad_min_silence_ms,
+                                      speech_pad_ms=cfg.vad_speech_pad_ms))
     if cfg.batch_size > 1:
         kwargs["batch_size"] = cfg.batch_size
         kwargs.pop("condition_on_previous_text")

@@ -268,7 +268,7 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
         for w, st in windows.items():                       # rows come in order: earlier windows are full
             if w < row_window:
                 st.complete = True
-        vid = item.id if isinstance(item, UrlRow) else f"badrow-{item.row}"
+        vid = item.id
         journal_window[vid] = row_window
         previous = state.load_result(row_window, vid)
         redo = (previous is not None and retry_errors and previous.status == "failed"

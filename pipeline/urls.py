@@ -92,7 +92,7 @@ def read_url_list(path: str, allow_local_files: bool = False,
     n = 0
     for raw in _raw_rows(path):
         if isinstance(raw, str):
-            yield ErrorRow(id=f"row{n}", url="", row=n, stage="read", reason="bad_row",
+            yield ErrorRow(id=f"badrow-{n}", url="", row=n, stage="read", reason="bad_row",
                            message=raw, retryable=False)
             n += 1
             continue

@@ -103,7 +103,11 @@ class FaultServer:
                     return self._send(200, b"<html><body>not a video</body></html>", "text/html; charset=utf-8")
                 return self._send(404, b"not found", "text/plain")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass           # clients hanging up on /big and /stall is the expected case
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
