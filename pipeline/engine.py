@@ -335,7 +335,8 @@ def finalize(state: State, cfg: BuildConfig, t0: float, counts: Counter, stats: 
         audio_hours=round(audio_s / 3600, 4), wall_s=round(wall, 2),
         audio_s_per_wall_s=round(counts["audio_s"] / wall, 2),
         videos_per_hour=round((counts["ok"] + counts["failed"]) / wall * 3600, 1),
-        resumed_videos=counts["resumed"], duplicates_dropped=stats.get("duplicates", 0),
+        processed_videos=counts["ok"] + counts["failed"], resumed_videos=counts["resumed"],
+        duplicates_dropped=stats.get("duplicates", 0),
         seed=cfg.seed)
     _write_json(os.path.join(state.out, "summary.json"), dataclasses.asdict(summary))
     return summary

@@ -171,6 +171,7 @@ class RunSummary:
     wall_s: float
     audio_s_per_wall_s: float
     videos_per_hour: float
+    processed_videos: int         # downloaded and processed by this run
     resumed_videos: int           # finished in an earlier run and not redone
     duplicates_dropped: int
     seed: int
