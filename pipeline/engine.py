@@ -68,12 +68,14 @@ def _video_task(row: UrlRow, cfg: BuildConfig, actor):
 
 
 def start_ray(address: str | None) -> None:
+    """Join `address`; inside a Ray job (RAY_ADDRESS set) join the job's cluster; else start a
+    private local instance (plain ray.init() would attach to any `ray start` on the machine)."""
     if ray.is_initialized():
         return
-    if address:
+    if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, logging_level="WARNING")
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
 
 
 def start_asr_actors(cfg: BuildConfig) -> list:

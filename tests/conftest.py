@@ -32,6 +32,6 @@ def server(corpus):
 @pytest.fixture(scope="session")
 def ray_local():
     import ray
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
