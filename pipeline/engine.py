@@ -53,17 +53,22 @@ class AsrActor:
             return (e.stage, e.reason, e.message)
 
 
-def _video_task(row: UrlRow, cfg: BuildConfig, actor):
+def _video_task(row: UrlRow, cfg: BuildConfig, actors: list, first: int):
     def forward(pcm):
-        try:
-            out = ray.get(actor.transcribe.remote(pcm), timeout=cfg.asr.timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            raise StageError("asr", "deadline", f"ASR took longer than {cfg.asr.timeout_s}s") from None
-        except ray.exceptions.RayActorError as e:
-            raise StageError("asr", "worker_died", f"ASR actor died: {str(e)[:200]}") from None
-        if isinstance(out, tuple):
-            raise StageError(*out)
-        return out
+        # try the assigned actor, then the others: an actor lost with its node (or removed
+        # from the pool by the engine) must not cost this video
+        for i in range(len(actors)):
+            actor = actors[(first + i) % len(actors)]
+            try:
+                out = ray.get(actor.transcribe.remote(pcm), timeout=cfg.asr.timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                raise StageError("asr", "deadline", f"ASR took longer than {cfg.asr.timeout_s}s") from None
+            except ray.exceptions.RayActorError:
+                continue
+            if isinstance(out, tuple):
+                raise StageError(*out)
+            return out
+        raise StageError("asr", "worker_died", f"all {len(actors)} ASR actors died")
     return process_video(row, cfg, forward)
 
 
@@ -78,14 +83,28 @@ def start_ray(address: str | None) -> None:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
 
 
+def _asr_gpus(cfg: BuildConfig) -> float:
+    if cfg.asr.num_gpus >= 0:
+        return cfg.asr.num_gpus
+    return 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
+
+
+def asr_capacity(cfg: BuildConfig) -> int:
+    """ASR actors the live cluster can hold while keeping room for at least one video task."""
+    res = ray.cluster_resources()
+    num_gpus = _asr_gpus(cfg)
+    by_cpu = int((res.get("CPU", 0) - cfg.task_cpus) // cfg.asr.num_cpus) if cfg.asr.num_cpus else 1 << 30
+    by_gpu = int(res.get("GPU", 0) // num_gpus) if num_gpus else 1 << 30
+    return max(1, min(by_cpu, by_gpu))
+
+
 def start_asr_actors(cfg: BuildConfig) -> list:
     res = ray.cluster_resources()
-    gpus = res.get("GPU", 0)
-    num_gpus = cfg.asr.num_gpus if cfg.asr.num_gpus >= 0 else (1.0 if gpus else 0.0)
-    n = cfg.asr.actors or (int(gpus / num_gpus) if num_gpus else max(1, int(res.get("CPU", 1)) // 4))
+    num_gpus = _asr_gpus(cfg)
+    n = cfg.asr.actors or (int(res.get("GPU", 0) / num_gpus) if num_gpus else max(1, int(res.get("CPU", 1)) // 4))
     actor_cls = ray.remote(AsrActor).options(num_cpus=cfg.asr.num_cpus, num_gpus=num_gpus,
                                              max_restarts=-1, max_task_retries=2, max_concurrency=1)
-    return [actor_cls.remote(cfg.asr) for _ in range(max(1, n))]
+    return [actor_cls.remote(cfg.asr) for _ in range(max(1, min(n, asr_capacity(cfg))))]
 
 
 # ----------------------------------------------------------------------------- on-disk state
@@ -238,9 +257,11 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
 
     def collect(timeout: float) -> None:
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
+        fit_pool()
         for ref in ready:
             row, win, ai, _ = inflight.pop(ref)
-            load[ai] -= 1
+            if ai < len(load):
+                load[ai] -= 1
             try:
                 result, clips = ray.get(ref)
             except ray.exceptions.RayError as e:    # worker died past its retries, or cancelled
@@ -251,10 +272,20 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
             if now - since > cfg.video_timeout_s * 1.2 + 30:   # the task's own deadline failed
                 ray.cancel(ref, force=True)
                 inflight.pop(ref)
-                load[ai] -= 1
+                if ai < len(load):
+                    load[ai] -= 1
                 finish(row, win, failed(row, "engine", "deadline",
                                         f"task exceeded {cfg.video_timeout_s}s and was killed"), [])
         flush_windows()
+
+    def fit_pool() -> None:
+        """After a node loss, actors restarted on the survivors can take every CPU and starve
+        the video tasks (a deadlock): drop actors until one task fits beside them."""
+        keep = asr_capacity(cfg)
+        while len(actors) > keep:
+            ray.kill(actors.pop(), no_restart=True)
+            load.pop()
+            log(f"[build] cluster shrank: {len(actors)} ASR actor(s) left")
 
     def progress(force: bool = False) -> None:
         nonlocal last_log
@@ -295,7 +326,7 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
         ai = load.index(min(load))
         load[ai] += 1
         st.pending.add(vid)
-        inflight[task.remote(item, cfg, actors[ai])] = (item, win, ai, time.time())
+        inflight[task.remote(item, cfg, actors, ai)] = (item, win, ai, time.time())
         progress()
     for st in windows.values():
         st.complete = True
