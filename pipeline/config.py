@@ -110,6 +110,8 @@ class BuildConfig:
     task_retries: int = opt(2, "Ray retries of a video task whose worker died")
     progress_s: float = opt(5.0, "seconds between progress lines")
     keep_staging: bool = opt(False, "keep staged clips after their shards are written")
+    work_dir: str = opt("", "local directory for the journal and staged clips when --out is remote "
+                        "(s3://...); default ~/.cache/tvts-pipeline/<hash of --out>")
     download: DownloadConfig = field(default_factory=DownloadConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 import ray
 
 from pipeline import asr as asr_stage
+from pipeline import storage
 from pipeline.config import BuildConfig
 from pipeline.errors import StageError
 from pipeline.process import failed, process_video
@@ -121,9 +123,11 @@ def _write_json(path: str, obj) -> None:
 
 @dataclass
 class State:
-    out: str
+    out: str            # local directory: the journal, staging, and the outputs before upload
+    dest: str = ""      # where outputs go: `out` itself, or a remote URI (s3://...)
 
     def __post_init__(self):
+        self.dest = self.dest or self.out
         for d in ("videos", "clips", "windows", "tmp"):
             os.makedirs(os.path.join(self.out, "_state", d), exist_ok=True)
         os.makedirs(os.path.join(self.out, "manifest"), exist_ok=True)
@@ -153,6 +157,12 @@ class State:
         os.makedirs(os.path.dirname(self.journal_path(window, result.video_id)), exist_ok=True)
         _write_json(self.journal_path(window, result.video_id), dataclasses.asdict(result))
 
+    def publish(self, local: str) -> None:
+        """Move a finished output file (relative to `out`) to `dest` when that is remote."""
+        if storage.is_remote(self.dest):
+            storage.upload(local, storage.join(self.dest, *os.path.relpath(local, self.out).split(os.sep)))
+            os.unlink(local)
+
     def window_records(self) -> dict[int, dict]:
         out = {}
         for path in glob.glob(self.p("windows", "*.json")):
@@ -181,6 +191,7 @@ def write_window(state: State, window: int, video_ids: list[str], journal_window
                         (f"{key}.mp4", state.p("clips", r.video_id, f"{key}.mp4")),
                         (f"{key}.txt", sample_txt(s))]
         size = write_shard(os.path.join(state.out, name), members)
+        state.publish(os.path.join(state.out, name))
         stats.append(ShardStats(shard=name, window=window, samples=len(keys),
                                 videos=len({by_key[k][0].video_id for k in keys}), bytes=size))
         for key in keys:
@@ -194,6 +205,7 @@ def write_window(state: State, window: int, video_ids: list[str], journal_window
     part = os.path.join(state.out, "manifest", f"part-{window:010d}.parquet")
     pq.write_table(to_table(manifest, ManifestRow), part + ".tmp")
     os.replace(part + ".tmp", part)
+    state.publish(part)
     record = {"window": window, "first_shard": first_shard, "videos": video_ids,
               "shards": [dataclasses.asdict(s) for s in stats], "samples": len(manifest)}
     _write_json(state.p("windows", f"{window:010d}.json"), record)
@@ -215,7 +227,12 @@ class _Window:
 def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
           retry_errors: bool = False, log=print) -> RunSummary:
     t0 = time.time()
-    state = State(out)
+    if storage.is_remote(out):       # journal and staging stay local; outputs are uploaded
+        work = cfg.work_dir or os.path.join(os.path.expanduser("~/.cache/tvts-pipeline"),
+                                            hashlib.sha1(out.encode()).hexdigest()[:16])
+        state = State(work, dest=out)
+    else:
+        state = State(out)
     _write_json(state.p("config.json"), cfg.to_dict())
     records = state.window_records()
     next_shard = sum(len(r["shards"]) for r in records.values())
@@ -359,6 +376,7 @@ def finalize(state: State, cfg: BuildConfig, t0: float, counts: Counter, stats: 
             reasons[r.error.reason] += 1
     errors.sort(key=lambda e: e.row)
     pq.write_table(to_table(errors, ErrorRow), os.path.join(state.out, "errors.parquet"))
+    state.publish(os.path.join(state.out, "errors.parquet"))
     records = state.window_records().values()
     wall = time.time() - t0
     summary = RunSummary(
@@ -372,4 +390,5 @@ def finalize(state: State, cfg: BuildConfig, t0: float, counts: Counter, stats: 
         duplicates_dropped=stats.get("duplicates", 0),
         seed=cfg.seed)
     _write_json(os.path.join(state.out, "summary.json"), dataclasses.asdict(summary))
+    state.publish(os.path.join(state.out, "summary.json"))
     return summary

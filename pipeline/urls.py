@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from pathlib import Path
 from typing import Iterator, Union
 from urllib.parse import urlsplit
 
+from pipeline import storage
 from pipeline.errors import StageError
 from schemas import ErrorRow, UrlRow
 
@@ -52,10 +54,11 @@ def _raw_rows(path: str) -> Iterator[Union[dict, str]]:
     suffix = Path(path).suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
-            yield from batch.to_pylist()
+        with storage.open_input(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=10_000):
+                yield from batch.to_pylist()
         return
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.TextIOWrapper(storage.open_input(path), encoding="utf-8", newline="") as f:
         if suffix in (".csv", ".tsv"):
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
             if "url" not in (reader.fieldnames or []):
