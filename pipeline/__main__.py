@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline build --urls FILE --out DIR [options]`."""
+"""Command line: `python -m pipeline build ...` (shards) and `python -m pipeline train ...`."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="rerun only inputs that failed with a retryable reason (timeouts, 5xx, "
                    "connection errors); their samples go into new shards, nothing else is touched")
     add_config_flags(b)
+    from pipeline.train.cli import add_train_arguments
+    t = sub.add_parser("train", help="train the TVTSv2 transcript-sorting model on shards",
+                       description="Stream shards (local, http or s3://), train, and print one JSON "
+                       "line of final metrics. A rerun with the same --out resumes.")
+    add_train_arguments(t)
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -37,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = build(args.urls, args.out, cfg, address=args.address, retry_errors=args.retry_errors,
                         log=lambda m: print(m, file=sys.stderr, flush=True))
         print(json.dumps(dataclasses.asdict(summary), indent=2))
+    elif args.command == "train":
+        from pipeline.train.cli import run
+        return run(args, t)
     return 0
 
 
