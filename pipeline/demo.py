@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=6, help="narrated videos to generate")
     ap.add_argument("--sentences", type=int, default=12, help="sentences per video (K=4 per sample)")
     ap.add_argument("--config", help="build config file (YAML/JSON)")
+    ap.add_argument("--train-steps", type=int, default=30,
+                    help="steps of a short training run on the demo shards (0: skip)")
     args = ap.parse_args(argv)
 
     media = os.path.join(args.out, "media")
@@ -52,6 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     for u in sample["units"]:
         print(f"    {u['start']:6.2f}-{u['end']:6.2f} s  {u['text']}")
     print(json.dumps(dataclasses.asdict(summary), indent=2))
+    if args.train_steps:
+        # The tiny preset on the CPU: this shows the loader and trainer end to end, not a
+        # converged model (the demo's transcripts do not describe its frames).
+        from pipeline.train.cli import main as train_main
+        print(f"\n[demo] training the tiny model for {args.train_steps} steps on {shards}", file=sys.stderr)
+        return train_main(["--shards", os.path.join(shards, "shard-*.tar"), "--preset", "tiny",
+                           "--steps", str(args.train_steps), "--batch-size", "8", "--log-every", "10",
+                           "--data.manifest", os.path.join(shards, "manifest"),
+                           "--out", os.path.join(args.out, "train")])
     return 0
 
 

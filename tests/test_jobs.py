@@ -1,6 +1,5 @@
 """Ray Jobs for real: a `ray start --head` with its job server, jobs sent by JobSubmissionClient."""
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -23,25 +22,27 @@ def free_port() -> int:
 def head():
     """A head node in its own process group, so that stopping it stops only it (not `ray stop`).
 
-    Ray 2.60 clusters require a token: the head and the client share a fresh one.
+    Ray 2.60 turns token auth on by default, and a process that already ran ray.init (the
+    other tests) keeps the auth mode it read then, so a token set here would not reach this
+    process's client: this loopback-only head runs with auth disabled instead.
     """
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    saved = {k: os.environ.get(k) for k in auth}
-    os.environ.update(auth)                      # the client reads the token from the environment
     dash = free_port()
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--port", str(free_port()), "--num-cpus", "2",
          "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-         "--disable-usage-stats"],
+         "--disable-usage-stats",
+         # the tests' own local Ray already holds the default agent ports on this machine
+         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+         "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port())],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "RAY_ADDRESS": ""})
+        env={**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"})
     try:
         from ray.job_submission import JobSubmissionClient
         client, deadline = None, time.time() + 120
         while client is None:
             try:
                 client = JobSubmissionClient(f"http://127.0.0.1:{dash}")
-            except Exception:
+            except OSError:                          # the dashboard is not up yet
                 if time.time() > deadline or proc.poll() is not None:
                     raise
                 time.sleep(1)
@@ -52,11 +53,18 @@ def head():
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+
+
+def submit(client, **kwargs) -> str:
+    """submit_job, retried while the head's job agent is still starting."""
+    deadline = time.time() + 120
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(2)
 
 
 def wait(client, job_id, timeout=420):
@@ -76,7 +84,7 @@ def test_build_job_succeeds_and_bad_config_job_fails_clearly(head, corpus, serve
     urls.write_text(f"{server.url}/media/video_000.mp4\n{server.url}/media/video_001.mp4\n")
     out = tmp_path / "out"
     env = {"working_dir": ROOT, "excludes": [".venv", ".git", "demo_out", "bench_out"]}
-    job = head.submit_job(
+    job = submit(head,
         entrypoint=f"{sys.executable} jobs/build_shards.py --urls {urls} --out {out} "
                    f"--config jobs/configs/build.yaml --segment.min-unit-s 2 --shards.max-samples 2",
         runtime_env=env)
@@ -87,7 +95,7 @@ def test_build_job_succeeds_and_bad_config_job_fails_clearly(head, corpus, serve
     assert len([f for f in os.listdir(out) if f.endswith(".tar")]) == 3        # 6 samples / 2
 
     (tmp_path / "bad.yaml").write_text("shards:\n  max_sampels: 3\n")
-    job = head.submit_job(entrypoint=f"{sys.executable} jobs/build_shards.py --urls {urls} "
+    job = submit(head, entrypoint=f"{sys.executable} jobs/build_shards.py --urls {urls} "
                                      f"--out {tmp_path / 'out2'} --config {tmp_path / 'bad.yaml'}",
                           runtime_env=env)
     assert wait(head, job).value == "FAILED"
