@@ -93,7 +93,7 @@ def main() -> int:
         s.join()
         rows.append({"factor": factor, "videos": factor * len(names), "samples": summary.samples,
                      "wall_s": round(time.perf_counter() - t, 1), "driver_rss_mb": s.driver >> 20,
-                     "max_worker_rss_mb": s.worker >> 20, "object_store_peak_mb": s.store >> 20})
+                     "max_worker_rss_mb": s.worker >> 20, "object_store_peak_mb": int(s.store) >> 20})
         print(json.dumps(rows[-1]), flush=True)
     stop()
     print(f"\n{'input':>6}{'videos':>8}{'samples':>9}{'wall s':>8}{'driver MB':>11}{'worker MB':>11}{'store MB':>10}")

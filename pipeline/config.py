@@ -156,13 +156,17 @@ def _coerce(tp, value, name):
         raise ValueError(f"{name}: expected {base.__name__}, got {value!r}") from None
 
 
-def load_config(path: str | None = None, overrides: dict | None = None) -> BuildConfig:
-    """Defaults, then the YAML/JSON file, then overrides (dotted keys from the CLI)."""
-    cfg = BuildConfig()
+def apply_file(cfg, path: str | None):
+    """Apply a YAML/JSON config file (nested sections) to a config dataclass."""
     if path:
         text = Path(path).read_text()
         data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
         _apply(cfg, data or {})
+    return cfg
+
+
+def apply_overrides(cfg, overrides: dict | None):
+    """Apply {dotted.key: value} (strings from the CLI are coerced to each field's type)."""
     for dotted, value in (overrides or {}).items():
         *sections, key = dotted.split(".")
         nested: dict = {key: value}
@@ -170,6 +174,11 @@ def load_config(path: str | None = None, overrides: dict | None = None) -> Build
             nested = {s: nested}
         _apply(cfg, nested)
     return cfg
+
+
+def load_config(path: str | None = None, overrides: dict | None = None) -> BuildConfig:
+    """Defaults, then the YAML/JSON file, then overrides (dotted keys from the CLI)."""
+    return apply_overrides(apply_file(BuildConfig(), path), overrides)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, obj=None, prefix: str = "") -> None:

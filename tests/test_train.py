@@ -189,12 +189,11 @@ def test_stand_in_samples_are_left_out():
     assert torch.isfinite(none["loss"]) and none["n"] == 0
 
 
-def _infonce_rank(rank, port, a, b, valid, q):
-    import os
+def _infonce_rank(rank, store, a, b, valid, q):
     import torch.distributed as dist
     from pipeline.train.model import info_nce
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # a file rendezvous: no free-port race with other processes on the machine
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     rows = slice(rank * 4, rank * 4 + 4)
     a, b = a[rows].clone().requires_grad_(), b[rows].clone().requires_grad_()
     loss = info_nce(a, b, 0.05, True, valid[rows])
@@ -203,10 +202,9 @@ def _infonce_rank(rank, port, a, b, valid, q):
     dist.destroy_process_group()
 
 
-def test_gathered_infonce_gradient_is_exact():
+def test_gathered_infonce_gradient_is_exact(tmp_path):
     """InfoNCE over 2 gloo ranks: the same loss as one process over the whole batch, and after
     DDP's mean over ranks, the same gradient."""
-    import socket
     import torch.multiprocessing as mp
     from pipeline.train.model import info_nce
     torch.manual_seed(0)
@@ -215,15 +213,13 @@ def test_gathered_infonce_gradient_is_exact():
     ra, rb = a.clone().requires_grad_(), b.clone().requires_grad_()
     ref = info_nce(ra, rb, 0.05, True, valid)
     ref.backward()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
-    q = ctx.SimpleQueue()
-    procs = [ctx.Process(target=_infonce_rank, args=(r, port, a, b, valid, q)) for r in range(2)]
+    q = ctx.Queue()
+    store = tmp_path / "rendezvous"
+    procs = [ctx.Process(target=_infonce_rank, args=(r, store, a, b, valid, q)) for r in range(2)]
     for p in procs:
         p.start()
-    res = sorted([q.get() for _ in procs], key=lambda x: x[0])
+    res = sorted([q.get(timeout=120) for _ in procs], key=lambda x: x[0])   # never hang on a dead rank
     for p in procs:
         p.join(30)
     assert all(abs(loss - ref.item()) < 1e-5 for _, loss, _, _ in res)

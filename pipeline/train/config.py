@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import yaml
 
-from pipeline.config import _apply, opt
+from pipeline.config import _apply, apply_file, apply_overrides, opt
 
 
 @dataclass
@@ -143,17 +140,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def apply_overrides(cfg: TrainConfig, overrides: dict) -> TrainConfig:
-    """Apply {dotted.key: value} (strings from the CLI are coerced to the field's type)."""
-    for dotted, value in overrides.items():
-        *sections, key = dotted.split(".")
-        nested: dict = {key: value}
-        for s in reversed(sections):
-            nested = {s: nested}
-        _apply(cfg, nested)
-    return cfg
-
-
 def load_train_config(path: str | None = None, overrides: dict | None = None,
                       preset: str | None = None) -> TrainConfig:
     """Defaults, then the preset, then the YAML/JSON file (nested sections), then overrides."""
@@ -162,11 +148,7 @@ def load_train_config(path: str | None = None, overrides: dict | None = None,
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r} (have: {', '.join(PRESETS)})")
         apply_overrides(cfg, PRESETS[preset])
-    if path:
-        text = Path(path).read_text()
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-        _apply(cfg, data or {})
-    apply_overrides(cfg, overrides or {})
+    apply_overrides(apply_file(cfg, path), overrides)
     validate(cfg)
     return cfg
 
