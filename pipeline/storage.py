@@ -40,3 +40,19 @@ def upload(local: str, remote: str) -> None:
     fs, p = _fs(remote)
     with open(local, "rb") as src, fs.open_output_stream(p) as dst:
         shutil.copyfileobj(src, dst, 8 << 20)
+
+
+def exists(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.exists(path)
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def download(remote: str, local: str) -> None:
+    """Copy `remote` to `local` (written to .tmp, then renamed)."""
+    fs, p = _fs(remote)
+    os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+    with fs.open_input_stream(p) as src, open(local + ".tmp", "wb") as dst:
+        shutil.copyfileobj(src, dst, 8 << 20)
+    os.replace(local + ".tmp", local)

@@ -5,6 +5,7 @@ shards straight from it with the loader. Credentials/endpoint come only from the
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -59,10 +60,19 @@ def test_build_to_s3_then_stream_training_from_it(s3, corpus, server, ray_local,
         assert pq.read_table(f).column("reason").to_pylist() == ["http_4xx"]
     assert not [p for p in os.listdir(tmp_path / "work") if p.endswith(".tar")]   # uploaded, not kept
 
-    p = subprocess.run([sys.executable, "-m", "pipeline", "train", "--shards",
-                        "s3://data/shards/shard-{000000..000002}.tar", "--preset", "tiny", "--steps", "3",
-                        "--batch-size", "2", "--data.num-workers", "0", "--out", str(tmp_path / "train")],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, **s3})
-    assert p.returncode == 0, p.stderr[-3000:]
-    final = json.loads(p.stdout.strip().splitlines()[-1])
+    def train(steps):
+        p = subprocess.run([sys.executable, "-m", "pipeline", "train", "--shards",
+                            "s3://data/shards/shard-{000000..000002}.tar", "--preset", "tiny",
+                            "--steps", str(steps), "--batch-size", "2", "--data.num-workers", "0",
+                            "--out", "s3://data/train/run1"],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, **s3, "HOME": str(tmp_path / "home")})
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    final = train(3)                                       # checkpoints go to s3:// too
     assert final["step"] == 3 and final["loss"] > 0
+    assert fs.get_file_info("data/train/run1/ckpt/last.pt").size > 0
+    shutil.rmtree(tmp_path / "home")                       # a new machine: no local cache
+    final = train(5)
+    assert (final["step"], final["steps_run"]) == (5, 2)   # resumed from the object store

@@ -14,6 +14,7 @@ Distributed use (Ray Train, see ray_train.py) passes rank, world_size, device, a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline import storage
 from pipeline.train.config import TrainConfig
 from pipeline.train.model import TVTSModel, count_params, cosine_lr, param_groups
 
@@ -181,7 +183,11 @@ def train(cfg: TrainConfig, batches_factory: Callable[..., Iterable[dict]], *,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     is_main = rank == 0
-    out = Path(cfg.out)
+    # a remote --out (s3://...): work in a local cache, upload checkpoints and logs after each
+    # save, so every rank of a multi-node run can resume from object storage
+    remote = cfg.out if storage.is_remote(cfg.out) else ""
+    out = Path(os.path.expanduser("~/.cache/tvts-train")) / hashlib.sha1(remote.encode()).hexdigest()[:16] \
+        if remote else Path(cfg.out)
     log = log or (lambda line: None)
 
     model = build_model(cfg).to(device)
@@ -199,6 +205,8 @@ def train(cfg: TrainConfig, batches_factory: Callable[..., Iterable[dict]], *,
     # ---- resume
     step = 0
     ckpt_path = out / "ckpt" / CKPT_NAME
+    if remote and cfg.resume and storage.exists(storage.join(remote, "ckpt", CKPT_NAME)):
+        storage.download(storage.join(remote, "ckpt", CKPT_NAME), str(ckpt_path))
     if cfg.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
@@ -305,6 +313,10 @@ def train(cfg: TrainConfig, batches_factory: Callable[..., Iterable[dict]], *,
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
                     "world_size": world_size, "rng_states": rng_states, "loader_state": loader_states[0],
                     "loader_states": loader_states, "config": cfg.to_dict()})
+                if remote:
+                    for rel in ("ckpt/" + CKPT_NAME, "log.jsonl", "config.json"):
+                        if (out / rel).exists():
+                            storage.upload(str(out / rel), storage.join(remote, *rel.split("/")))
 
     final = dict(last)
     final.update(step=step, steps_run=step - start_step,
