@@ -198,7 +198,9 @@ def _infonce_rank(rank, store, a, b, valid, q):
     a, b = a[rows].clone().requires_grad_(), b[rows].clone().requires_grad_()
     loss = info_nce(a, b, 0.05, True, valid[rows])
     loss.backward()
-    q.put((rank, loss.item(), a.grad, b.grad))
+    # numpy arrays pickle by value; torch tensors would be shared through this process's
+    # file descriptors, which are gone if it exits before the parent reads the queue
+    q.put((rank, loss.item(), a.grad.numpy(), b.grad.numpy()))
     dist.destroy_process_group()
 
 
@@ -224,8 +226,8 @@ def test_gathered_infonce_gradient_is_exact(tmp_path):
         p.join(30)
     assert all(abs(loss - ref.item()) < 1e-5 for _, loss, _, _ in res)
     world = 2          # DDP averages each parameter's gradient over the ranks
-    assert torch.allclose(torch.cat([r[2] for r in res]) / world, ra.grad, atol=1e-6)
-    assert torch.allclose(torch.cat([r[3] for r in res]) / world, rb.grad, atol=1e-6)
+    assert torch.allclose(torch.cat([torch.from_numpy(r[2]) for r in res]) / world, ra.grad, atol=1e-6)
+    assert torch.allclose(torch.cat([torch.from_numpy(r[3]) for r in res]) / world, rb.grad, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- CLI and Ray
