@@ -25,7 +25,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) bench/bench_build.py --videos 8 --out bench_out
+	$(PY) bench/bench_build.py --videos 32 --out bench_out
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache
