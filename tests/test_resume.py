@@ -8,6 +8,7 @@ as an uninterrupted run with the same seed, redoing at most the videos that were
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,17 +60,20 @@ def test_sigkilled_builds_resume_to_identical_shards(urls, tmp_path, ray_local):
     cmd = [sys.executable, "-m", "pipeline", "build", "--urls", urls, "--out", out,
            "--address", ray.get_runtime_context().gcs_address, *cli_flags(CONFIG)]
     rng = random.Random(1)
-    kills = 0
-    for trial in range(3):
+    kills = early = 0
+    while kills < 3 and early < 6:
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(3.0, 12.0))
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            kills += 1
+        time.sleep(rng.uniform(1.0, max(1.5, 12.0 / 2 ** early)))
+        if p.poll() is not None:          # finished before its kill: start over, kill sooner
+            early += 1
+            shutil.rmtree(out)
+            continue
+        p.send_signal(signal.SIGKILL)
         p.wait()
+        kills += 1
         if os.path.isdir(out):
             assert_complete_tars(out)
-    assert kills >= 2
+    assert kills == 3
     journaled = len([f for _, _, fs in os.walk(os.path.join(out, "_state", "videos")) for f in fs
                      if f.endswith(".json")])
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
