@@ -295,9 +295,16 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
                                         f"task exceeded {cfg.video_timeout_s}s and was killed"), [])
         flush_windows()
 
+    last_fit = time.time()
+
     def fit_pool() -> None:
         """After a node loss, actors restarted on the survivors can take every CPU and starve
-        the video tasks (a deadlock): drop actors until one task fits beside them."""
+        the video tasks (a deadlock): drop actors until one task fits beside them. Checked
+        every few seconds, not per result: it asks the GCS for the cluster's resources."""
+        nonlocal last_fit
+        if time.time() - last_fit < 5.0:
+            return
+        last_fit = time.time()
         keep = asr_capacity(cfg)
         while len(actors) > keep:
             ray.kill(actors.pop(), no_restart=True)

@@ -6,6 +6,7 @@ Times are seconds (float). Times inside a Sample are relative to the start of it
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -179,6 +180,11 @@ class RunSummary:
 
 # ----------------------------------------------------------------------------- helpers
 
+# typing.get_type_hints re-evaluates every annotation on each call (these are strings under
+# `from __future__ import annotations`): cache it, from_dict runs once per nested record
+_hints = functools.lru_cache(maxsize=None)(typing.get_type_hints)
+
+
 def _hint_args(tp):
     return typing.get_origin(tp), typing.get_args(tp)
 
@@ -193,13 +199,13 @@ def _arrow_type(tp) -> pa.DataType:
     if origin is dict or tp is Any:
         return pa.string()                                  # free-form: stored as JSON text
     if dataclasses.is_dataclass(tp):
-        return pa.struct([pa.field(n, _arrow_type(t)) for n, t in typing.get_type_hints(tp).items()])
+        return pa.struct([pa.field(n, _arrow_type(t)) for n, t in _hints(tp).items()])
     return {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}[tp]
 
 
 def arrow_schema(cls) -> pa.Schema:
     """The pyarrow schema of a record class, with the schema version in its metadata."""
-    fields = [pa.field(n, _arrow_type(t)) for n, t in typing.get_type_hints(cls).items()]
+    fields = [pa.field(n, _arrow_type(t)) for n, t in _hints(cls).items()]
     return pa.schema(fields, metadata={"schema_version": str(SCHEMA_VERSION), "record": cls.__name__})
 
 
@@ -224,7 +230,7 @@ def from_dict(cls, data):
     """Build (and validate) a record from parsed JSON: unknown or missing fields raise."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     unknown = set(data) - set(hints)
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")

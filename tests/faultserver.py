@@ -47,6 +47,14 @@ class FaultServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _video_head(self, length=None):
+                """Headers of a 200 video response whose body the caller then breaks."""
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header(*(("Content-Length", str(length)) if length else ("Connection", "close")))
+                self.end_headers()
+                self.close_connection = True
+
             def _file(self, name):
                 path = os.path.join(server.directory, os.path.basename(name))
                 if not os.path.isfile(path):
@@ -65,40 +73,26 @@ class FaultServer:
                 if path.startswith("/down/"):
                     return self._send(503, b"down") if server.state["down"] else self._file(path[6:])
                 if path == "/stall":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "video/mp4")
-                    self.send_header("Content-Length", "1000000")
-                    self.end_headers()
+                    self._video_head(1_000_000)
                     self.wfile.write(b"\0" * 10)
                     self.wfile.flush()
-                    time.sleep(STALL_S)
-                    self.close_connection = True
-                    return
+                    return time.sleep(STALL_S)
                 if path == "/redirect-loop":
                     return self._send(302, headers=[("Location", "/redirect-loop")])
                 if path == "/redirect-file":
                     return self._send(302, headers=[("Location", "file:///etc/passwd")])
                 if path == "/big":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "video/mp4")
-                    self.send_header("Connection", "close")
-                    self.end_headers()
+                    self._video_head()
                     chunk = b"\0" * 65536
                     try:
                         for _ in range(BIG_BYTES // len(chunk)):
                             self.wfile.write(chunk)
                     except (BrokenPipeError, ConnectionResetError):
                         pass
-                    self.close_connection = True
                     return
                 if path == "/short":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "video/mp4")
-                    self.send_header("Content-Length", "200000")
-                    self.end_headers()
-                    self.wfile.write(b"\1" * 1000)
-                    self.close_connection = True
-                    return
+                    self._video_head(200_000)
+                    return self.wfile.write(b"\1" * 1000)
                 if path == "/html":
                     return self._send(200, b"<html><body>not a video</body></html>", "text/html; charset=utf-8")
                 return self._send(404, b"not found", "text/plain")
