@@ -124,10 +124,14 @@ def test_resume_is_exact(tmp_path):
 
 # ----------------------------------------------------------------------------- model pieces
 
-def test_dropped_patches_are_never_seen():
-    cfg = load_train_config(preset="tiny")
+@pytest.mark.parametrize("attention", ["joint", "divided"])
+def test_dropped_patches_are_never_seen(attention):
+    cfg = load_train_config(preset="tiny", overrides={"model.video.attention": attention})
     torch.manual_seed(0)
     enc = VideoEncoder(cfg.model.video, num_frames=12, embed_dim=16).eval()
+    for name, p in enc.named_parameters():
+        if "timeattn" in name:            # as after training: the temporal path is not a no-op
+            torch.nn.init.normal_(p, std=0.2)
     video = torch.randint(0, 256, (2, 12, 3, 32, 32), dtype=torch.uint8)
     keep = torch.zeros(2, 16, dtype=torch.bool)
     keep[0, [0, 5, 6, 15]] = True

@@ -27,6 +27,11 @@ class VideoConfig:
     norm: str = opt("imagenet", "pixel normalisation: imagenet or clip mean/std")
     mask_ratio: float = opt(0.5, "fraction of patches dropped when a batch carries no tube_mask")
     grad_checkpointing: bool = opt(False, "recompute block activations in backward (less memory)")
+    attention: str = opt("joint", "joint (all kept tokens together) or divided (TVTSv2: temporal "
+                         "then spatial attention; needed to start from CLIP image weights)")
+    act: str = opt("gelu", "MLP activation: gelu, or quick_gelu for OpenAI CLIP weights")
+    pretrained: str = opt("", "local CLIP image-tower weights: an OpenAI/OpenCLIP file or a Hugging "
+                          "Face CLIP directory (pipeline.train.weights); empty = random init")
 
 
 @dataclass
@@ -42,8 +47,8 @@ class TextConfig:
     causal: bool = opt(True, "causal attention mask (as CLIP's text tower)")
     pool: str = opt("eot", "text feature: eot (last real token) or mean (over real tokens)")
     act: str = opt("gelu", "MLP activation: gelu, or quick_gelu for OpenAI CLIP weights")
-    pretrained: str = opt("", "local torch state_dict file of the text tower (keys: see "
-                          "pipeline.train.model.TextEncoder); empty = random init")
+    pretrained: str = opt("", "local text-tower weights: an OpenAI/OpenCLIP file or a Hugging Face "
+                          "CLIP directory (pipeline.train.weights); empty = random init")
 
 
 @dataclass
@@ -126,6 +131,19 @@ PRESETS: dict[str, dict] = {
         # tuned on the synthetic colour-sorting task: 1e-3 or grad clipping stall it at chance
         "optim.lr": 5e-4, "optim.warmup_steps": 20, "optim.weight_decay": 0.01, "optim.grad_clip": 0.0,
     },
+    # OpenAI CLIP ViT-B/16 shapes, as TVTSv2 B/16 trains them: divided space-time video tower,
+    # 12 frames, text blocks 0-8 frozen. Point model.video.pretrained and model.text.pretrained
+    # at a local CLIP checkpoint (a Hugging Face CLIP directory serves both) and
+    # data.tokenizer at its tokenizer.json.
+    "clip_b16": {
+        "model.embed_dim": 512,
+        "model.video.image_size": 224, "model.video.patch_size": 16, "model.video.width": 768,
+        "model.video.depth": 12, "model.video.heads": 12, "model.video.attention": "divided",
+        "model.video.act": "quick_gelu", "model.video.norm": "clip",
+        "model.text.vocab_size": 49408, "model.text.context_length": 77, "model.text.width": 512,
+        "model.text.depth": 12, "model.text.heads": 8, "model.text.act": "quick_gelu",
+        "model.text.frozen_layers": 9,
+    },
     # A ViT-Tiny-sized model on 112 px frames: what bench/bench_train.py times on CPU.
     "small": {
         "batch_size": 8,
@@ -179,6 +197,11 @@ def validate(cfg: TrainConfig) -> None:
         problems.append(f"video.mask_ratio {v.mask_ratio} is outside [0, 1)")
     if t.pool not in ("eot", "mean"):
         problems.append(f"text.pool {t.pool!r}: expected eot or mean")
+    if v.attention not in ("joint", "divided"):
+        problems.append(f"video.attention {v.attention!r}: expected joint or divided")
+    for name, act in (("video", v.act), ("text", t.act)):
+        if act not in ("gelu", "quick_gelu"):
+            problems.append(f"{name}.act {act!r}: expected gelu or quick_gelu")
     if v.norm not in ("imagenet", "clip"):
         problems.append(f"video.norm {v.norm!r}: expected imagenet or clip")
     if cfg.amp not in ("auto", "bf16", "fp16", "off"):

@@ -5,9 +5,14 @@
     sorting head(video tokens, K embeddings.detach()) -> [B, K, K] logits: position of each transcript
     loss = sort_weight x CE(logits, order) + contrastive_weight x InfoNCE(CLS, mean of K embeddings)
 
-Differences from the official code (tvts.md), on purpose: the video encoder uses joint space-time
-attention over the kept tokens (the official one is a divided space-time CLIP ViT with zero-initialised
-temporal attention) and is randomly initialised; there is no CLIP image-tower loading yet.
+Video attention (model.video.attention):
+    joint    every kept token attends to every other (random init; cheapest for tiny models)
+    divided  the official TVTSv2 block: temporal attention (each patch over the frames), then
+             spatial attention (each frame over its kept patches), the CLS token attending to
+             all; the temporal branch is new and starts at zero, so a divided encoder loaded from
+             a CLIP image tower (model.video.pretrained) starts as CLIP applied to each frame.
+Pretrained CLIP weights (OpenAI, OpenCLIP or Hugging Face layouts) load from local paths only:
+see pipeline/train/weights.py.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from pipeline.train import weights
 from pipeline.train.config import HeadConfig, ModelConfig, TextConfig, VideoConfig
 
 PIXEL_STATS = {  # RGB mean and std on the 0-1 scale
@@ -81,19 +87,76 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
+def divided_attention(attn: Attention, x, mask, slots: int, valid, over_time: bool):
+    """Self-attention of `attn`'s weights over x = [CLS; slots x n tokens, slot-major], divided:
+    the CLS query attends to every token (`mask`: [B, 1, 1, L] or None); a patch query attends
+    to CLS plus, over_time, the same patch in every slot, else every patch of its own slot
+    (`valid`: bool [B, n], the padding of samples that kept fewer patches, or None)."""
+    B, L, D = x.shape
+    H, d = attn.heads, D // attn.heads
+    n = (L - 1) // slots
+    drop = attn.dropout if attn.training else 0.0
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(B, L, 3, H, d).permute(2, 0, 3, 1, 4)
+    cls = F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=mask, dropout_p=drop)  # [B, H, 1, d]
+    groups = n if over_time else slots
+
+    def split(t):                          # [B, H, 1 + slots*n, d] -> [B*groups, H, len, d]
+        t = t[:, :, 1:].reshape(B, H, slots, n, d)
+        t = t.permute(0, 3, 1, 2, 4) if over_time else t.permute(0, 2, 1, 3, 4)
+        return t.reshape(B * groups, H, -1, d)
+
+    def with_cls(t, full):                 # prepend the CLS key / value to every group
+        c = full[:, :, :1].unsqueeze(1).expand(B, groups, H, 1, d).reshape(B * groups, H, 1, d)
+        return torch.cat([c, t], dim=2)
+
+    m = None
+    if valid is not None and not over_time:  # over time, a padded patch is padding in every slot
+        m = torch.cat([valid.new_ones(B, 1), valid], 1)
+        m = m.unsqueeze(1).expand(B, groups, n + 1).reshape(B * groups, 1, 1, n + 1)
+    o = F.scaled_dot_product_attention(split(q), with_cls(split(k), k), with_cls(split(v), v),
+                                       attn_mask=m, dropout_p=drop)
+    o = o.view(B, groups, H, -1, d)
+    o = o.permute(0, 2, 3, 1, 4) if over_time else o.permute(0, 2, 1, 3, 4)   # [B, H, slots, n, d]
+    o = torch.cat([cls, o.reshape(B, H, slots * n, d)], dim=2)
+    return attn.out_proj(o.transpose(1, 2).reshape(B, L, D))
+
+
+class DividedBlock(Block):
+    """CLIP's block (ln_1, attn, ln_2, mlp: these load from a CLIP image tower) plus temporal
+    attention (ln_3, timeattn: new), in the official TVTSv2 order: temporal attention feeds the
+    spatial attention's input, and the block's residual adds the spatial output and the MLP.
+    timeattn starts with zero q/k/v and out_proj weights of one (as the official code): its
+    output is exactly zero at init yet its value path gets gradients at once."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 act: str = "gelu"):
+        super().__init__(width, heads, mlp_ratio, dropout, act)
+        self.ln_3 = nn.LayerNorm(width)
+        self.timeattn = Attention(width, heads, dropout)
+        nn.init.zeros_(self.timeattn.in_proj_weight)
+        nn.init.ones_(self.timeattn.out_proj.weight)
+
+    def forward(self, x, mask=None, slots: int = 1, valid=None):
+        t = x + self.drop(divided_attention(self.timeattn, self.ln_3(x), mask, slots, valid, True))
+        x = x + self.drop(divided_attention(self.attn, self.ln_1(t), mask, slots, valid, False))
+        return x + self.drop(self.mlp(self.ln_2(x)))
+
+
 class Transformer(nn.Module):
     def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, act: str = "gelu"):
+                 dropout: float = 0.0, act: str = "gelu", divided: bool = False):
         super().__init__()
-        self.resblocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout, act) for _ in range(depth))
+        block = DividedBlock if divided else Block
+        self.resblocks = nn.ModuleList(block(width, heads, mlp_ratio, dropout, act) for _ in range(depth))
         self.grad_checkpointing = False
 
-    def forward(self, x, mask=None, start: int = 0, stop: int | None = None):
+    def forward(self, x, mask=None, start: int = 0, stop: int | None = None, **kw):
+        """kw: what the blocks need beyond x and mask (DividedBlock: slots, valid)."""
         for blk in self.resblocks[start:stop]:
             if self.grad_checkpointing and self.training and x.requires_grad:
-                x = checkpoint(blk, x, mask, use_reentrant=False)
+                x = checkpoint(blk, x, mask, use_reentrant=False, **kw)
             else:
-                x = blk(x, mask)
+                x = blk(x, mask, **kw)
         return x
 
 
@@ -105,7 +168,8 @@ class VideoEncoder(nn.Module):
     The mask is the same for every frame (TVTSv2's tube masking), so a clip of T frames with n kept
     patches is T/t x n tokens plus CLS: at mask ratio 0.5 the encoder does about half the work.
     Pixels arrive as uint8; float conversion and mean/std normalisation happen here, on the kept
-    patches only.
+    patches only. `attention`: joint or divided (module docstring); `load_pretrained` takes a
+    CLIP image tower (tubelet > 1 inflates its patch filter: a still video embeds as the image).
     """
 
     def __init__(self, cfg: VideoConfig, num_frames: int, embed_dim: int, dropout: float = 0.0):
@@ -123,8 +187,10 @@ class VideoEncoder(nn.Module):
         self.pos_spatial = nn.Parameter(scale * torch.randn(self.num_patches, W))
         self.pos_temporal = nn.Parameter(scale * torch.randn(self.num_slots, W))
         self.ln_pre = nn.LayerNorm(W)
-        self.transformer = Transformer(W, cfg.depth, cfg.heads, cfg.mlp_ratio, dropout)
+        self.divided = cfg.attention == "divided"
+        self.transformer = Transformer(W, cfg.depth, cfg.heads, cfg.mlp_ratio, dropout, cfg.act, self.divided)
         self.transformer.grad_checkpointing = cfg.grad_checkpointing
+        self.pretrained_names: set[str] = set()     # parameters loaded from a checkpoint
         self.ln_post = nn.LayerNorm(W)
         self.proj = nn.Linear(W, embed_dim, bias=False)
         mean, std = PIXEL_STATS[cfg.norm]
@@ -168,13 +234,46 @@ class VideoEncoder(nn.Module):
         x = x + pos.unsqueeze(1) + self.pos_temporal.view(1, T // t, 1, -1)
         x = x.flatten(1, 2)
         x = torch.cat([self.cls_token.view(1, 1, -1).expand(B, 1, -1).to(x.dtype), x], dim=1)
-        mask = None
+        mask, spatial = None, valid
         if valid is not None:
             valid = torch.cat([valid.new_ones(B, 1), valid.repeat(1, T // t)], dim=1)
             mask = valid[:, None, None, :]
-        x = self.transformer(self.ln_pre(x), mask)
+        kw = {"slots": T // t, "valid": spatial} if self.divided else {}
+        x = self.transformer(self.ln_pre(x), mask, **kw)
         x = self.ln_post(x)
         return x, valid, self.proj(x[:, 0])
+
+    def load_pretrained(self, path: str) -> None:
+        """A CLIP image tower (OpenAI/OpenCLIP `visual.*` or Hugging Face `vision_model.*`, local
+        file or directory) into this encoder: patch filter (inflated over the tubelet), CLS (with
+        its position folded in), spatial positions (resized when the grid differs), ln_pre, the
+        blocks' CLIP parts, ln_post, proj. pos_temporal and the divided blocks' temporal parts
+        stay new: pos_temporal is zeroed so that the encoder starts as the image tower."""
+        clip = weights.image_state(weights.read_checkpoint(path))
+        if "conv1.weight" not in clip:
+            raise ValueError(f"{path}: no CLIP image tower in it (no visual.conv1 / vision_model.embeddings)")
+        t, W = self.cfg.tubelet, self.cfg.width
+        conv, pos = clip.pop("conv1.weight"), clip.pop("positional_embedding")
+        if conv.shape[0] != W or conv.shape[2] != self.cfg.patch_size:
+            raise ValueError(f"{path}: image tower width/patch {conv.shape[0]}/{conv.shape[2]} != "
+                             f"model.video width/patch_size {W}/{self.cfg.patch_size}")
+        g0 = math.isqrt(pos.shape[0] - 1)
+        grid = pos[1:].float()
+        if g0 != self.grid:                # bicubic resize of the position grid (another image size)
+            grid = F.interpolate(grid.t().reshape(1, W, g0, g0), size=(self.grid, self.grid),
+                                 mode="bicubic", align_corners=False).reshape(W, -1).t()
+        theirs = {"patch_embed.weight": torch.cat([conv.flatten(1) / t] * t, dim=1),
+                  "cls_token": clip.pop("class_embedding") + pos[0],
+                  "pos_spatial": grid.to(pos.dtype)}
+        if "proj" in clip:
+            theirs["proj.weight"] = clip.pop("proj").t()
+        theirs.update(clip)
+        own = {k: v for k, v in self.state_dict().items()
+               if k != "pos_temporal" and ".ln_3." not in k and ".timeattn." not in k}
+        self.load_state_dict(weights.check_and_pick(own, theirs, path, "image-tower"), strict=False)
+        with torch.no_grad():
+            self.pos_temporal.zero_()
+        self.pretrained_names = set(own)
 
 
 # ----------------------------------------------------------------------------- text
@@ -254,34 +353,11 @@ class TextEncoder(nn.Module):
         return x @ self.text_projection.to(x.dtype)
 
     def load_pretrained(self, path: str) -> None:
-        """Load text-tower weights from a local torch state_dict file (never a download).
-
-        Accepts a bare state dict or {"state_dict": ...} / {"model": ...}; keys may carry one of the
-        prefixes "module.", "model.", "text_encoder.", "text." (ours, DDP, wrappers). Keys of other
-        towers (visual.*, logit_scale, ...) are ignored; a missing or mis-shaped text key raises.
-        TODO: HF transformers CLIPTextModel names (text_model.encoder.layers.N.self_attn.q_proj...)
-        need a mapping to these names; OpenCLIP/OpenAI CLIP checkpoints need none.
-        """
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for k in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(k), dict):
-                state = state[k]
-        own = self.state_dict()
-        picked = {}
-        for key, value in state.items():
-            for prefix in ("module.", "model.", "text_encoder.", "text."):
-                if key.startswith(prefix) and key[len(prefix):] in own:
-                    key = key[len(prefix):]
-                    break
-            if key in own:
-                picked[key] = value
-        missing = sorted(set(own) - set(picked))
-        if missing:
-            raise ValueError(f"{path}: missing text-tower keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        bad = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in picked.items() if v.shape != own[k].shape]
-        if bad:
-            raise ValueError(f"{path}: shape mismatch: {'; '.join(bad[:5])}")
-        self.load_state_dict(picked, strict=True)
+        """Text-tower weights from a local file or directory: OpenAI CLIP / OpenCLIP names (the
+        ones above), a Hugging Face CLIP checkpoint directory (renamed in weights.text_state), or
+        a TVTSModel checkpoint. A missing or mis-shaped key raises; other towers' keys are ignored."""
+        theirs = weights.text_state(weights.read_checkpoint(path))
+        self.load_state_dict(weights.check_and_pick(self.state_dict(), theirs, path, "text-tower"), strict=True)
         self.pretrained_loaded = True
 
 
@@ -372,6 +448,8 @@ class TVTSModel(nn.Module):
         self.head = SortHead(cfg.head, cfg.video.width, cfg.embed_dim, cfg.units, cfg.dropout)
         if cfg.text.pretrained:
             self.text.load_pretrained(cfg.text.pretrained)
+        if cfg.video.pretrained:
+            self.video.load_pretrained(cfg.video.pretrained)
 
     def forward(self, batch: dict) -> dict:
         """batch: video uint8 [B,T,3,S,S], text_ids long [B,K,L], text_mask bool [B,K,L],
@@ -412,9 +490,9 @@ class TVTSModel(nn.Module):
 def param_groups(model: TVTSModel, cfg_lr: float, pretrained_lr: float, weight_decay: float) -> list[dict]:
     """AdamW groups: no decay on biases, norms, embeddings and tokens; weights loaded from a
     pretrained file train at pretrained_lr (the recipe's 1e-7), new modules at cfg_lr."""
-    pretrained = set()
+    pretrained = {id(p) for n, p in model.video.named_parameters() if n in model.video.pretrained_names}
     if model.text.pretrained_loaded:
-        pretrained = {id(p) for p in model.text.parameters()}
+        pretrained |= {id(p) for p in model.text.parameters()}
     groups: dict[tuple, list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
