@@ -11,6 +11,13 @@ Crash safety: the journal (`_state/videos/W/ID.json`) is written after the clips
 and a window record (`_state/windows/`) after its shards and manifest part. A rerun skips
 journaled videos and recorded windows, so at most the videos in flight are redone, and it
 rewrites an unrecorded window with exactly the same bytes (same seed, same shard numbers).
+
+The window record carries a roll-up of its videos' results (ok count and audio, each failure's
+ErrorRow): a rerun and the end of a build read the window records, O(windows), and open the
+journal only of videos in unrecorded windows (and of windows recorded by earlier versions,
+which have no roll-up). A retried video's journal stays under its original window, its new
+result lands in a retry window: the highest-numbered window that lists a video has its
+latest result, and that one counts.
 """
 from __future__ import annotations
 
@@ -33,8 +40,8 @@ from pipeline.errors import StageError
 from pipeline.process import failed, process_video
 from pipeline.shards import plan_window, sample_json, sample_txt, shard_name, write_shard
 from pipeline.urls import read_url_list
-from schemas import (SCHEMA_VERSION, ErrorRow, ManifestRow, RunSummary, ShardStats, UrlRow,
-                     VideoResult, from_dict, to_table)
+from schemas import (SCHEMA_VERSION, ErrorRow, FailedVideo, ManifestRow, RunSummary, ShardStats,
+                     UrlRow, VideoResult, WindowRecord, WindowRollup, from_dict, to_table)
 
 RETRY_WINDOW_BASE = 1_000_000_000     # retry windows are numbered after every input window
 
@@ -163,19 +170,69 @@ class State:
             storage.upload(local, storage.join(self.dest, *os.path.relpath(local, self.out).split(os.sep)))
             os.unlink(local)
 
-    def window_records(self) -> dict[int, dict]:
+    def window_records(self) -> dict[int, WindowRecord]:
         out = {}
         for path in glob.glob(self.p("windows", "*.json")):
             with open(path) as f:
-                rec = json.load(f)
-            out[rec["window"]] = rec
+                rec = from_dict(WindowRecord, json.load(f))
+            out[rec.window] = rec
         return out
+
+
+@dataclass
+class Tally:
+    """The latest result of every recorded video, counted: what errors.parquet and the summary
+    need, and which videos --retry-errors may redo."""
+    ok: int = 0
+    ok_audio_s: float = 0.0
+    failed: dict[str, FailedVideo] = field(default_factory=dict)     # video id -> latest failure
+
+    def add(self, r: VideoResult) -> None:
+        if r.status == "ok":
+            self.ok += 1
+            self.ok_audio_s += r.audio_s
+        else:
+            self.failed[r.video_id] = FailedVideo(error=r.error, audio_s=r.audio_s)
+
+
+def tally(state: State, records: dict[int, WindowRecord], read_journal: bool = True) -> Tally:
+    """Count the recorded windows from their roll-ups: no journal is opened for them.
+
+    A video's latest result is the one in the highest-numbered window that lists it (a retry
+    window supersedes the video's original window and earlier retry windows). Only failed
+    videos are ever redone, so a window's ok count is never superseded; its failures are,
+    by any later window that lists them. A record without a roll-up (written by an earlier
+    version) is counted from its videos' journals, which hold each video's latest result;
+    with read_journal=False such records are left out.
+    """
+    t = Tally()
+    later: set[str] = set()              # videos listed in a higher-numbered (retry) window
+    home = None                          # video id -> original window, for old retry windows
+    for w in sorted(records, reverse=True):
+        rec = records[w]
+        if rec.rollup is not None:
+            t.ok += rec.rollup.videos_ok
+            t.ok_audio_s += rec.rollup.ok_audio_s
+            for f in rec.rollup.failed:
+                if f.error.id not in later:
+                    t.failed[f.error.id] = f
+        elif read_journal:
+            if w >= RETRY_WINDOW_BASE and home is None:
+                home = {v: x for x, r in records.items() if x < RETRY_WINDOW_BASE for v in r.videos}
+            for v in rec.videos:
+                if v not in later:
+                    r = state.load_result(home.get(v, w) if w >= RETRY_WINDOW_BASE else w, v)
+                    if r is not None:
+                        t.add(r)
+        if w >= RETRY_WINDOW_BASE:
+            later.update(rec.videos)
+    return t
 
 
 # ----------------------------------------------------------------------------- windows -> shards
 
 def write_window(state: State, window: int, video_ids: list[str], journal_window: dict[str, int],
-                 first_shard: int, cfg: BuildConfig) -> dict:
+                 first_shard: int, cfg: BuildConfig) -> WindowRecord:
     """Shuffle the window's samples into shards, write them and the manifest part, record it."""
     results = [state.load_result(journal_window[v], v) for v in video_ids]
     ok = [r for r in results if r is not None and r.status == "ok"]
@@ -206,9 +263,12 @@ def write_window(state: State, window: int, video_ids: list[str], journal_window
     pq.write_table(to_table(manifest, ManifestRow), part + ".tmp")
     os.replace(part + ".tmp", part)
     state.publish(part)
-    record = {"window": window, "first_shard": first_shard, "videos": video_ids,
-              "shards": [dataclasses.asdict(s) for s in stats], "samples": len(manifest)}
-    _write_json(state.p("windows", f"{window:010d}.json"), record)
+    rollup = WindowRollup(videos_ok=len(ok), ok_audio_s=sum(r.audio_s for r in ok),
+                          failed=[FailedVideo(error=r.error, audio_s=r.audio_s) for r in results
+                                  if r is not None and r.status != "ok"])
+    record = WindowRecord(window=window, first_shard=first_shard, videos=video_ids, shards=stats,
+                          samples=len(manifest), rollup=rollup)
+    _write_json(state.p("windows", f"{window:010d}.json"), dataclasses.asdict(record))
     if not cfg.keep_staging:
         for v in video_ids:
             shutil.rmtree(state.p("clips", v), ignore_errors=True)
@@ -235,7 +295,9 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
         state = State(out)
     _write_json(state.p("config.json"), cfg.to_dict())
     records = state.window_records()
-    next_shard = sum(len(r["shards"]) for r in records.values())
+    next_shard = sum(len(r.shards) for r in records.values())
+    # latest failure of each video of the recorded windows, from their roll-ups
+    recorded_failures = tally(state, records, read_journal=False).failed if retry_errors else {}
     n_retry = sum(1 for w in records if w >= RETRY_WINDOW_BASE)
     retry_window = RETRY_WINDOW_BASE + n_retry
     start_ray(address)
@@ -268,8 +330,8 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
             if w == retry_window or not st.complete or st.pending:
                 break                            # windows are written strictly in order
             rec = write_window(state, w, st.ids, journal_window, next_shard, cfg)
-            next_shard += len(rec["shards"])
-            counts["shards"] += len(rec["shards"])
+            next_shard += len(rec.shards)
+            counts["shards"] += len(rec.shards)
             del windows[w]
 
     def collect(timeout: float) -> None:
@@ -327,15 +389,26 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
                 st.complete = True
         vid = item.id
         journal_window[vid] = row_window
-        previous = state.load_result(row_window, vid)
-        redo = (previous is not None and retry_errors and previous.status == "failed"
-                and previous.error is not None and previous.error.retryable)
-        if row_window in records and not redo:
-            continue                                        # window already in shards
-        if previous is not None and not redo:
-            counts["resumed"] += 1
-            windows.setdefault(row_window, _Window()).ids.append(vid)
-            continue
+        if row_window in records:                           # window already in shards
+            if not retry_errors:
+                continue
+            if records[row_window].rollup is None:          # recorded by an earlier version
+                previous = state.load_result(row_window, vid)
+                redo = (previous is not None and previous.status == "failed"
+                        and previous.error is not None and previous.error.retryable)
+            else:
+                latest = recorded_failures.get(vid)
+                redo = latest is not None and latest.error.retryable
+            if not redo:
+                continue
+        else:
+            previous = state.load_result(row_window, vid)
+            redo = (previous is not None and retry_errors and previous.status == "failed"
+                    and previous.error is not None and previous.error.retryable)
+            if previous is not None and not redo:
+                counts["resumed"] += 1
+                windows.setdefault(row_window, _Window()).ids.append(vid)
+                continue
         win = target_window(row_window)
         st = windows.setdefault(win, _Window())
         st.ids.append(vid)
@@ -360,7 +433,7 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
     flush_windows()
     if retry_window in windows:                             # retried videos: one more window
         rec = write_window(state, retry_window, windows[retry_window].ids, journal_window, next_shard, cfg)
-        counts["shards"] += len(rec["shards"])
+        counts["shards"] += len(rec.shards)
     progress(force=True)
     for a in actors:
         ray.kill(a)
@@ -368,28 +441,28 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
 
 
 def finalize(state: State, cfg: BuildConfig, t0: float, counts: Counter, stats: dict) -> RunSummary:
-    """errors.parquet and summary.json from the journal and the window records."""
+    """errors.parquet and summary.json from the window records' roll-ups, plus the journal of
+    any video in no recorded window (none after a finished run): O(windows) file reads."""
     import pyarrow.parquet as pq
 
-    errors, reasons, audio_s, ok = [], Counter(), 0.0, 0
-    for path in sorted(glob.glob(state.p("videos", "*", "*.json"))):
-        with open(path) as f:
-            r = from_dict(VideoResult, json.load(f))
-        audio_s += r.audio_s
-        if r.status == "ok":
-            ok += 1
-        else:
-            errors.append(r.error)
-            reasons[r.error.reason] += 1
-    errors.sort(key=lambda e: e.row)
+    records = state.window_records()
+    t = tally(state, records)
+    for d in sorted(os.listdir(state.p("videos"))):
+        if d.isdigit() and int(d) not in records:           # journaled, window not written
+            for path in sorted(glob.glob(state.p("videos", d, "*.json"))):
+                with open(path) as f:
+                    t.add(from_dict(VideoResult, json.load(f)))
+    errors = sorted((f.error for f in t.failed.values()), key=lambda e: e.row)
+    reasons = Counter(e.reason for e in errors)
+    audio_s = t.ok_audio_s + sum(f.audio_s for f in t.failed.values())
     pq.write_table(to_table(errors, ErrorRow), os.path.join(state.out, "errors.parquet"))
     state.publish(os.path.join(state.out, "errors.parquet"))
-    records = state.window_records().values()
     wall = time.time() - t0
     summary = RunSummary(
-        schema_version=SCHEMA_VERSION, videos_total=ok + len(errors), videos_ok=ok,
+        schema_version=SCHEMA_VERSION, videos_total=t.ok + len(errors), videos_ok=t.ok,
         videos_failed=len(errors), failed_by_reason=dict(sorted(reasons.items())),
-        samples=sum(r["samples"] for r in records), shards=sum(len(r["shards"]) for r in records),
+        samples=sum(r.samples for r in records.values()),
+        shards=sum(len(r.shards) for r in records.values()),
         audio_hours=round(audio_s / 3600, 4), wall_s=round(wall, 2),
         audio_s_per_wall_s=round(counts["audio_s"] / wall, 2),
         videos_per_hour=round((counts["ok"] + counts["failed"]) / wall * 3600, 1),

@@ -7,6 +7,7 @@ SCHEMA_VERSION whenever a field changes meaning or is removed.
 from schemas.records import (  # noqa: F401
     SCHEMA_VERSION,
     ErrorRow,
+    FailedVideo,
     ManifestRow,
     RunSummary,
     Sample,
@@ -17,6 +18,8 @@ from schemas.records import (  # noqa: F401
     UrlRow,
     VideoRecord,
     VideoResult,
+    WindowRecord,
+    WindowRollup,
     Word,
     arrow_schema,
     from_dict,

@@ -160,6 +160,40 @@ class ShardStats:
 
 
 @dataclass
+class FailedVideo:
+    """A failed video in its window's roll-up: its error row and the audio it had decoded."""
+    error: ErrorRow
+    audio_s: float
+
+
+@dataclass
+class WindowRollup:
+    """What the end of a build and a rerun need from a window's journal, so neither reads it.
+
+    Counts the result each video had when the window was written. `failed` holds every failed
+    video of the window; ok videos are only counted (an ok video is never redone).
+    """
+    videos_ok: int
+    ok_audio_s: float             # audio seconds of the ok videos
+    failed: list[FailedVideo]
+
+
+@dataclass
+class WindowRecord:
+    """`_state/windows/W.json`: written once window W's shards and manifest part are written.
+
+    Retry windows (numbered from the engine's RETRY_WINDOW_BASE) list the retried videos,
+    whose results supersede those in every lower-numbered window.
+    """
+    window: int
+    first_shard: int
+    videos: list[str]
+    shards: list[ShardStats]
+    samples: int
+    rollup: Optional[WindowRollup] = None   # absent in records written before the roll-up
+
+
+@dataclass
 class RunSummary:
     schema_version: int
     videos_total: int
