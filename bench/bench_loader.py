@@ -13,6 +13,12 @@ Without --shards it writes a shard set like the build's: 456x256 clips, 30 fps, 
 veryfast crf 23, keyframe every second, K=4 units of 4 s with 1 s gaps (the TVTS recipe).
     python bench/bench_loader.py                      # 24 clips x 2 rounds, ~2 minutes on 2 cores
     python bench/bench_loader.py --shards 'out/shard-*.tar' --clips 100
+
+--decoders instead compares the decoding backends (pipeline.decode) on the same clips and the
+same frame indices: ms per clip to decode the K*F frames, and to decode + crop/resize them,
+for decord (CPU), torchcodec on the CPU and torchcodec on CUDA (NVDEC). A backend that cannot
+run here prints "unavailable: <reason>".
+    python bench/bench_loader.py --decoders --clips 24
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -30,7 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.loader import LoaderConfig, ShardStream, crop_resize, expand_urls, frame_indices, tube_mask  # noqa: E402
+from pipeline.decode import DECODERS, crop_resize, frame_indices, torchcodec_video_decoder  # noqa: E402
+from pipeline.loader import LoaderConfig, ShardStream, expand_urls, open_url, read_units, tube_mask  # noqa: E402
 from pipeline.shards import sample_json, sample_txt, write_shard  # noqa: E402
 from pipeline.text import ByteTokenizer  # noqa: E402
 from schemas import Sample, Unit, Word  # noqa: E402
@@ -123,6 +131,82 @@ def run_naive(urls: list[str], cfg: LoaderConfig, clips: int, whole_batch: bool)
     return n, time.perf_counter() - t0, time.process_time() - c0, videos
 
 
+def read_clips(urls: list[str], clips: int, units: int) -> list[tuple[str, list, bytes]]:
+    """(key, unit spans, mp4 bytes) of the first `clips` samples of the shards, held in memory
+    so that only decoding is timed."""
+    out: list[tuple[str, list, bytes]] = []
+    for url in urls:
+        files: dict[str, dict[str, bytes]] = {}
+        with open_url(url) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+            for m in tar:
+                key, ext = m.name.split(".", 1)
+                if ext in ("json", "mp4"):
+                    files.setdefault(key, {})[ext] = tar.extractfile(m).read()
+        for key, f in files.items():
+            if len(out) < clips and "json" in f and "mp4" in f:
+                out.append((key, [(u.start, u.end) for u in read_units(f["json"])[:units]], f["mp4"]))
+    return out
+
+
+def compare_decoders(urls: list[str], args) -> int:
+    """ms/clip of each backend on the same clips and the same (evaluation) frame indices."""
+    clips = read_clips(urls, args.clips, K)
+    backends = [("decord", "cpu"), ("torchcodec", "cpu"), ("torchcodec", "cuda")]
+    why: dict[tuple, str] = {}
+    try:
+        torchcodec_video_decoder()
+    except ImportError as e:
+        reason = str(e.__cause__ or e).splitlines()[0]
+        why[("torchcodec", "cpu")] = why[("torchcodec", "cuda")] = f"torchcodec not importable ({reason})"
+    if ("torchcodec", "cuda") not in why and not torch.cuda.is_available():
+        why[("torchcodec", "cuda")] = "no CUDA device"
+    live = [b for b in backends if b not in why]
+
+    def run(name: str, device: str, resize: bool):
+        """wall and CPU ms per clip; the indices and (resized) frames of each clip."""
+        idx, out = {}, {}
+        t0, c0 = time.perf_counter(), time.process_time()
+        for key, spans, data in clips:
+            i, frames = DECODERS[name](data, lambda fps, n: frame_indices(spans, fps, n, args.frames_per_unit),
+                                       threads=args.threads, device=device)
+            if resize:
+                frames = crop_resize(frames, args.size, None, False)
+            if device == "cuda":
+                torch.cuda.synchronize()                  # time the work, not its launch
+            idx[key], out[key] = i, frames
+        n = len(clips)
+        return (time.perf_counter() - t0) / n * 1000, (time.process_time() - c0) / n * 1000, idx, out
+
+    for b in live:                                        # imports, CUDA context, page cache
+        run(*b, True)
+    times = {(b, r): [] for b in live for r in (False, True)}
+    last = {}
+    for _ in range(args.rounds):                          # interleaved, as above
+        for b in live:
+            for r in (False, True):
+                ms, cpu, idx, out = run(*b, r)
+                times[(b, r)].append((ms, cpu))
+                last[(b, r)] = (idx, out)
+    print(f"decoders: {len(clips)} clips  rounds: {args.rounds}  frames/clip: {K * args.frames_per_unit} "
+          f"(evaluation indices)  size: {args.size}  threads: {args.threads}  cpus: {os.cpu_count()}  "
+          f"cuda: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    ref_idx, ref = last[(("decord", "cpu"), False)]
+    ok = True
+    for b in backends:
+        label = f"{b[0]} ({b[1]})"
+        if b in why:
+            print(f"{label:18s} unavailable: {why[b]}")
+            continue
+        (dec, dec_cpu), (both, both_cpu) = (np.median(times[(b, r)], axis=0) for r in (False, True))
+        idx, out = last[(b, False)]
+        same = idx == ref_idx
+        diff = float(np.mean([(ref[k].float() - out[k].cpu().float()).abs().mean().item() for k in ref]))
+        ok &= same
+        print(f"{label:18s} decode {dec:6.1f} ms/clip ({dec_cpu:6.1f} CPU)  decode+crop/resize {both:6.1f} "
+              f"ms/clip ({both_cpu:6.1f} CPU)  same indices as decord: {same}  mean |pixel diff|: {diff:.2f}")
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", help="shard URLs (pattern/glob); default: generate a set")
@@ -135,10 +219,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="decord threads (1 = one core per worker)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; medians are printed")
     ap.add_argument("--naive-batch", action="store_true", help="also time naive decode with get_batch(all)")
+    ap.add_argument("--decoders", action="store_true", help="compare the decoding backends instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)          # one worker = one core, as in a DataLoader worker
 
     urls = expand_urls(args.shards) if args.shards else make_shards(args.out, args.clips, 4)
+    if args.decoders:
+        return compare_decoders(urls, args)
     cfg = LoaderConfig(batch_size=args.batch_size, size=args.size, frames_per_unit=args.frames_per_unit,
                        decode_threads=args.threads, train=False, shuffle=False, streams=1)
     train_cfg = LoaderConfig(**{**cfg.__dict__, "train": True})

@@ -50,17 +50,24 @@ a shard that is only partly consumed is read again from its start (bytes, not de
 
 A sample that cannot be used (bad json, bad mp4, missing member, unreadable shard) is logged
 and its slot is filled with a copy of a good sample of the same batch (or zeros if none),
-with valid[b] = False, so batch counts and shapes never change. CPU decode only (decord).
+with valid[b] = False, so batch counts and shapes never change.
+
+Decoding (pipeline.decode): LoaderConfig.decoder = "decord" (default, CPU) or "torchcodec"
+(CPU, or NVDEC with decode_device="cuda"); both decode the frames the same frame_indices call
+picks. With decode_device="cuda" the crop/resize run on the GPU and `video` comes out already
+on the GPU (the other tensors stay on the CPU); since CUDA cannot be used in forked DataLoader
+workers, StreamLoader then makes the batches in the main process (num_workers forced to 0, with a
+warning). The default stays decord on the CPU until a GPU measurement says otherwise
+(docs/benchmarks.md): the builder's clips are small (256 px short side) and the loader seeks a
+few frames per clip, the case where torchcodec's own benchmarks show NVDEC slower than the CPU.
 """
 from __future__ import annotations
 
 import collections
 import glob
 import hashlib
-import io
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -71,8 +78,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from pipeline.decode import BadSample, DECODERS, check_decoder, crop_resize, frame_indices, require_decoder
 from pipeline.shards import check_member_name
 from pipeline.text import ByteTokenizer
 from schemas import Sample, Unit, from_dict
@@ -100,8 +107,13 @@ class LoaderConfig:
     streams: int = 8              # P logical streams per rank; workers should divide it
     pad: bool = True              # equal batches per rank by repeating (True) or dropping samples
     seed: int = 0
-    decode_threads: int = 1       # decord threads per sample (1: one core per DataLoader worker)
+    decode_threads: int = 1       # decoder threads per sample (1: one core per DataLoader worker)
     timeout_s: float = 60.0       # http(s) connect/read timeout
+    decoder: str = "decord"       # "decord" or "torchcodec" (pipeline.decode)
+    decode_device: str = "cpu"    # "cpu", or "cuda[:N]" with torchcodec (NVDEC; see the docstring)
+
+    def __post_init__(self):
+        check_decoder(self.decoder, self.decode_device)
 
 
 # ----------------------------------------------------------------------------- URLs and bytes
@@ -267,58 +279,7 @@ def _stream_range(nb: int, streams: int, p: int) -> tuple[int, int]:
     return sum(sizes[:p]), sizes[p]
 
 
-# ----------------------------------------------------------------------------- decoding
-
-class BadSample(Exception):
-    """A sample that cannot be used; `reason` is a short stable code."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-
-
-def frame_indices(spans: list[tuple[float, float]], fps: float, n_frames: int, per_unit: int,
-                  rng: np.random.Generator | None = None) -> list[int]:
-    """per_unit frame numbers inside each (start, end) span, in time order.
-
-    The span is cut into per_unit equal bins; one instant per bin: its centre (rng None, eval)
-    or a uniform draw (training). Frame n shows [n/fps, (n+1)/fps), so the frame at instant t
-    is floor(t * fps), clamped to frames that start inside the span and exist in the file.
-    """
-    out: list[int] = []
-    for start, end in spans:
-        end = max(end, start)
-        u = np.full(per_unit, 0.5) if rng is None else rng.random(per_unit)
-        t = start + (np.arange(per_unit) + u) * (end - start) / per_unit
-        lo = math.ceil(start * fps - 1e-6)
-        hi = max(lo, math.ceil(end * fps - 1e-6) - 1)
-        idx = np.clip(np.floor(t * fps + 1e-9).astype(np.int64), lo, hi)
-        out += np.clip(idx, 0, n_frames - 1).tolist()
-    return out
-
-
-def crop_resize(frames: np.ndarray, size: int, rng: np.random.Generator, train: bool,
-                crop_scale: float = 224 / 268, flip: bool = True) -> torch.Tensor:
-    """[T, H, W, 3] uint8 -> [T, 3, size, size] uint8 (maybe a non-contiguous view).
-
-    Crop first, then resize only the crop (cheaper than resizing whole frames): a centre
-    square of the short side when evaluating; when training a random square of
-    crop_scale x the short side, and a coin-flip mirror. One crop for all frames of a sample.
-    """
-    _, h, w, _ = frames.shape
-    short = min(h, w)
-    if train:
-        c = max(1, round(short * crop_scale))
-        y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
-        mirror = flip and rng.random() < 0.5
-    else:
-        c, mirror = short, False
-        y, x = (h - c) // 2, (w - c) // 2
-    out = torch.from_numpy(frames[:, y:y + c, x:x + c]).permute(0, 3, 1, 2)
-    if c != size:
-        out = F.interpolate(out, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.flip(-1) if mirror else out
-
+# ----------------------------------------------------------------------------- one sample
 
 def tube_mask(num_patches: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
     """bool [N], True = kept: N - round(N * ratio) patches (at least one), chosen at random."""
@@ -337,21 +298,20 @@ def read_units(raw: bytes) -> list[Unit]:
 
 
 def decode_sample(files: dict[str, bytes], cfg: LoaderConfig, tokenizer, rng: np.random.Generator) -> dict:
-    """One sample's tensors: video [T, 3, S, S] uint8 and its K transcripts, shuffled."""
-    import decord
+    """One sample's tensors: video [T, 3, S, S] uint8 (on cfg.decode_device) and its K
+    transcripts, shuffled."""
     if "json" not in files or "mp4" not in files:
         raise BadSample("missing_member", f"has {sorted(files)}, needs json and mp4")
     units = read_units(files["json"])[: cfg.units]
     if len(units) < cfg.units:
         raise BadSample("too_few_units", f"{len(units)} units, need {cfg.units}")
-    try:
-        vr = decord.VideoReader(io.BytesIO(files["mp4"]), num_threads=cfg.decode_threads)
-        idx = frame_indices([(u.start, u.end) for u in units], vr.get_avg_fps(), len(vr),
-                            cfg.frames_per_unit, rng if cfg.train else None)
-        # one call, indices ascending: decord seeks to a keyframe only when it must
-        frames = vr.get_batch(idx).asnumpy()
-    except Exception as e:                        # decord raises its own DECORDError types
-        raise BadSample("bad_video", str(e).splitlines()[0][:200] if str(e) else type(e).__name__) from None
+    spans = [(u.start, u.end) for u in units]
+
+    def pick(fps: float, n_frames: int) -> list[int]:
+        return frame_indices(spans, fps, n_frames, cfg.frames_per_unit, rng if cfg.train else None)
+
+    _, frames = DECODERS[cfg.decoder](files["mp4"], pick, threads=cfg.decode_threads,
+                                      device=cfg.decode_device)
     video = crop_resize(frames, cfg.size, rng, cfg.train, cfg.crop_scale, cfg.flip)
     order = rng.permutation(cfg.units)            # order[i] = true position of shuffled text i
     ids, mask = tokenizer([units[o].text for o in order])
@@ -428,6 +388,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         if self.cfg.size % self.cfg.patch:
             raise ValueError(f"size {self.cfg.size} is not a multiple of patch {self.cfg.patch}")
+        require_decoder(self.cfg.decoder, self.cfg.decode_device)   # here, not in a worker
         self.urls = expand_urls(urls)
         self.rank, self.world_size = rank, world_size
         self.tokenizer = tokenizer or ByteTokenizer(self.cfg.text_len)
@@ -529,7 +490,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         B, K, T, S = len(raws), c.units, c.units * c.frames_per_unit, c.size
         N = (S // c.patch) ** 2
         L = self.tokenizer.max_len
-        video = torch.zeros((B, T, 3, S, S), dtype=torch.uint8)
+        video = torch.zeros((B, T, 3, S, S), dtype=torch.uint8, device=c.decode_device)
         text_ids = torch.zeros((B, K, L), dtype=torch.long)
         text_mask = torch.zeros((B, K, L), dtype=torch.bool)
         order = torch.zeros((B, K), dtype=torch.long)
@@ -572,7 +533,8 @@ class ShardStream(torch.utils.data.IterableDataset):
 def prefetch_to_device(batches: Iterable[dict], device=None) -> Iterator[dict]:
     """Batches with their tensors on `device` (default: cuda when available), copied one batch
     ahead: pinned memory, non_blocking copies on a side stream, so the copy of batch i+1
-    overlaps the step on batch i. On CPU it passes batches through unchanged."""
+    overlaps the step on batch i. On CPU it passes batches through unchanged. Tensors already
+    on a GPU (video decoded there) are left where they are."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type != "cuda":
         yield from batches
@@ -582,7 +544,7 @@ def prefetch_to_device(batches: Iterable[dict], device=None) -> Iterator[dict]:
     def start_copy(batch):
         with torch.cuda.stream(side):
             return {k: (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True)
-                    if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                    if isinstance(v, torch.Tensor) and not v.is_cuda else v for k, v in batch.items()}
 
     def ready(batch):
         main = torch.cuda.current_stream(device)
@@ -607,11 +569,16 @@ class StreamLoader:
 
     Each iteration runs the rest of the current epoch (a fresh DataLoader: the workers get
     the epoch and start position), then moves to the next epoch. state_dict() describes the
-    batches handed out so far; keep one live iterator at a time.
+    batches handed out so far; keep one live iterator at a time. With decode_device cuda the
+    batches are made in this process (num_workers is set to 0): CUDA cannot run in forked workers.
     """
 
     def __init__(self, dataset: ShardStream, num_workers: int = 0, prefetch_factor: int = 2,
                  device=None):
+        if num_workers and torch.device(dataset.cfg.decode_device).type == "cuda":
+            log.warning("decode_device=%s: decoding in the main process, not in %d workers "
+                        "(CUDA cannot be used in forked worker processes)", dataset.cfg.decode_device, num_workers)
+            num_workers = 0
         self.dataset, self.num_workers, self.prefetch_factor = dataset, num_workers, prefetch_factor
         self.device = device                        # None: batches stay on the CPU
         self.epoch, self.batch = 0, 0

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from pipeline.decode import BadSample, decode_decord, decode_torchcodec, torchcodec_video_decoder
 from pipeline.loader import (LoaderConfig, ShardStream, StreamLoader, expand_urls, frame_indices,
                              make_batches, make_loader, prefetch_to_device, shuffle_order)
 from pipeline.shards import sample_json, sample_txt, write_shard
@@ -433,3 +434,113 @@ def test_trainer_entry_point(shard_set):
     b = next(iter(data))
     assert b["video"].shape == (2, 8, 3, 32, 32) and b["text_ids"].shape == (2, 4, 16)
     assert b["tube_mask"].shape == (2, 16) and data.state_dict()["batches"] == 1
+
+
+# ----------------------------------------------------------------------------- decoders
+
+def torchcodec_error() -> str | None:
+    """Why torchcodec cannot be used here, or None. (Its CUDA wheels fail to import with a
+    CPU-only torch: OSError/RuntimeError, which pytest.importorskip does not catch.)"""
+    try:
+        torchcodec_video_decoder()
+    except ImportError as e:
+        return str(e.__cause__ or e).splitlines()[0][:200]
+    return None
+
+
+def need_torchcodec(device: str) -> None:
+    why = torchcodec_error()
+    if why:
+        pytest.skip(f"torchcodec not importable: {why}")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+
+
+def test_decoder_config_is_checked(shard_set):
+    d, paths, _ = shard_set
+    with pytest.raises(ValueError, match="decoder 'ffmpeg'"):
+        LoaderConfig(decoder="ffmpeg")
+    with pytest.raises(ValueError, match="needs decoder='torchcodec'"):
+        LoaderConfig(decode_device="cuda")                           # decord decodes on the CPU only
+    with pytest.raises(ValueError, match="use 'cpu' or 'cuda'"):
+        LoaderConfig(decoder="torchcodec", decode_device="tpu")
+    LoaderConfig(decoder="torchcodec", decode_device="cuda:1")       # valid; nothing imported yet
+    if torchcodec_error():                                           # missing: said at set-up, with the fix
+        with pytest.raises(ImportError, match="pip install torchcodec"):
+            ShardStream(paths, cfg(decoder="torchcodec"))
+    else:
+        assert ShardStream(paths, cfg(decoder="torchcodec")).num_samples == sum(SHARD_SIZES)
+        if not torch.cuda.is_available():
+            with pytest.raises(RuntimeError, match="no CUDA device"):
+                ShardStream(paths, cfg(decoder="torchcodec", decode_device="cuda"))
+
+
+def test_decord_backend_interface(clips):
+    data = open(clips[0], "rb").read()
+    seen = []
+
+    def pick(fps, n):
+        seen.append((fps, n))
+        return frame_indices(SPANS, fps, n, 3)
+
+    idx, frames = decode_decord(data, pick)
+    assert seen == [(FPS, 6 * FPS)] and idx == frame_indices(SPANS, FPS, 6 * FPS, 3)
+    assert frames.dtype == torch.uint8 and frames.shape == (12, 256, 320, 3)   # [N, H, W, 3]
+    with pytest.raises(BadSample) as e:
+        decode_decord(os.urandom(5000), pick)
+    assert e.value.reason == "bad_video"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_torchcodec_matches_decord(clips, device):
+    need_torchcodec(device)
+    rng = np.random.default_rng(3)
+    for path in clips:
+        data = open(path, "rb").read()
+        spans = [(a + rng.uniform(-0.3, 0.3), b + rng.uniform(-0.3, 0.3)) for a, b in SPANS]
+
+        def pick(fps, n):
+            return frame_indices(spans, fps, n, 3)
+
+        i1, f1 = decode_decord(data, pick)
+        i2, f2 = decode_torchcodec(data, pick, device=device)
+        assert i1 == i2                                               # the same frames are picked
+        assert f2.device.type == device and f2.dtype == torch.uint8 and f2.shape == f1.shape
+        # YUV->RGB is not the same code (NVDEC's is not bit-exact): close, not equal
+        assert (f1.float() - f2.cpu().float()).abs().mean() < (1.0 if device == "cpu" else 4.0)
+    with pytest.raises(BadSample) as e:
+        decode_torchcodec(os.urandom(5000), pick, device=device)
+    assert e.value.reason == "bad_video"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_torchcodec_loader_batches(clips, shard_set, tmp_path, device, caplog):
+    need_torchcodec(device)
+    d, paths, _ = shard_set
+    ref = list(make_loader(paths, cfg(train=True), num_workers=0))
+    with caplog.at_level(logging.WARNING, logger="pipeline.loader"):
+        loader = make_loader(paths, cfg(train=True, decoder="torchcodec", decode_device=device), num_workers=2)
+    assert loader.num_workers == (2 if device == "cpu" else 0)       # cuda: decoded in this process
+    got = list(loader)
+    assert len(got) == len(ref)
+    for a, b in zip(ref, got):
+        assert a["keys"] == b["keys"] and b["valid"].all()
+        for k in ("text_ids", "order", "tube_mask"):                  # the same random draws
+            assert torch.equal(a[k], b[k])
+        assert b["video"].device.type == device
+        assert (a["video"].float() - b["video"].cpu().float()).abs().mean() < (1.0 if device == "cpu" else 4.0)
+    if device == "cuda":
+        assert "main process" in caplog.text
+        on_gpu = next(iter(make_loader(paths, cfg(decoder="torchcodec", decode_device="cuda"), device="cuda")))
+        assert on_gpu["video"].is_cuda and on_gpu["text_ids"].is_cuda
+    # a corrupt mp4 is a bad_video, as with decord
+    paths2, truth = write_set(str(tmp_path), clips, [3])
+    members = []
+    for key in ("s0000", "s0001", "s0002"):
+        members += [(f"{key}.json", sample_json(truth[key])),
+                    (f"{key}.mp4", os.urandom(5000) if key == "s0001" else clips[int(key[1:]) % N_CLIPS])]
+    write_shard(paths2[0], members)
+    bad = make_loader(paths2, cfg(decoder="torchcodec", decode_device=device), num_workers=0)
+    batches = list(bad)
+    assert bad.stats["skipped:bad_video"] == 1 and bad.stats["skipped"] == 1
+    assert [v for b in batches for v in b["valid"].tolist()].count(False) == 1
