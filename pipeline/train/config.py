@@ -88,6 +88,10 @@ class OptimConfig:
 @dataclass
 class DataConfig:
     num_workers: int = opt(-1, "loader worker processes per rank; -1 = the loader's default")
+    decoder: str = opt("decord", "clip decoder: decord (CPU) or torchcodec (CPU, or NVDEC with "
+                       "decode_device=cuda; needs a torchcodec matching the torch build)")
+    decode_device: str = opt("cpu", "cpu, or cuda (torchcodec only): frames decoded on this "
+                             "rank's GPU, in the main process (no loader workers)")
     tokenizer: str = opt("", "local tokenizer.json (or its directory); empty = byte tokenizer. "
                          "Set model.text.vocab_size to match")
     manifest: str = opt("", "the build's manifest/ directory (sample counts without reading tars)")

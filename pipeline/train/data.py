@@ -1,11 +1,11 @@
 """Adapter from shard URLs to a batches_factory, for the streaming loader (pipeline.loader).
 
-pipeline.loader is written separately; it is imported lazily, when a worker first asks for
-its batches, so this package works (and is tested) without it. The call below is the one
-place that knows the loader's API: adjust it here if the loader's signature differs.
+pipeline.loader is imported lazily, when a worker first asks for its batches (so the trainer's
+import does not pay for decord). The call below is the one place that knows the loader's API.
 
 Used: pipeline.loader.make_batches(shards, *, batch_size, units, frames_per_unit, image_size,
-patch_size, mask_ratio, text_len, seed, rank, world_size, num_workers, tokenizer, manifest) -> a
+patch_size, mask_ratio, text_len, seed, rank, world_size, num_workers, tokenizer, manifest,
+decoder, decode_device) -> a
 StreamLoader: batch dicts (the contract in pipeline/train/__init__.py, plus `valid`), with
 state_dict()/load_state_dict() for exact resume and the same number of batches on every rank.
 One iteration is one epoch; the trainer starts the next one when it runs out.
@@ -33,7 +33,7 @@ def _make(shards: str, cfg_dict: dict, *, rank: int, world_size: int):
         image_size=m.video.image_size, patch_size=m.video.patch_size, mask_ratio=m.video.mask_ratio,
         text_len=m.text.context_length, seed=cfg.seed, rank=rank, world_size=world_size,
         num_workers=None if d.num_workers < 0 else d.num_workers, tokenizer=d.tokenizer or None,
-        manifest=d.manifest or None)
+        manifest=d.manifest or None, decoder=d.decoder, decode_device=d.decode_device)
 
 
 def shard_batches_factory(shards: str, cfg: TrainConfig):

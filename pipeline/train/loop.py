@@ -53,10 +53,11 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    """Tensors to the device (tube_mask stays on the host: the model does index maths there)."""
+    """Tensors to the device (tube_mask stays on the host: the model does index maths there).
+    A tensor already on a GPU (frames decoded there, loader.decode_device=cuda) is left as is."""
     out = {}
     for k, v in batch.items():
-        if isinstance(v, torch.Tensor) and k != "tube_mask":
+        if isinstance(v, torch.Tensor) and k != "tube_mask" and not v.is_cuda:
             if device.type == "cuda" and not v.is_pinned():
                 v = v.pin_memory()
             v = v.to(device, non_blocking=True)
@@ -180,6 +181,8 @@ def train(cfg: TrainConfig, batches_factory: Callable[..., Iterable[dict]], *,
         rank, world_size = _world()
     device = resolve_device(cfg.device) if device is None else torch.device(device)
     amp_dtype = resolve_amp(cfg.amp, device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)        # plain "cuda" (NCCL, a GPU-decoding loader) = this one
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     is_main = rank == 0
