@@ -12,6 +12,13 @@ and a window record (`_state/windows/`) after its shards and manifest part. A re
 journaled videos and recorded windows, so at most the videos in flight are redone, and it
 rewrites an unrecorded window with exactly the same bytes (same seed, same shard numbers).
 
+With a remote `--out` (s3://...) the journal and staging live in a local work_dir; outputs
+are uploaded, and so are config.json and each window record (`OUT/_state/windows/W.json`,
+uploaded after the window's shards and manifest part, then renamed into place locally). A
+build starts by merging the remote records into the local ones, so a rerun from another
+machine or an empty work_dir skips every recorded window and numbers its shards after
+theirs; only the videos of unrecorded windows, whose journal was local, are redone.
+
 The window record carries a roll-up of its videos' results (ok count and audio, each failure's
 ErrorRow): a rerun and the end of a build read the window records, O(windows), and open the
 journal only of videos in unrecorded windows (and of windows recorded by earlier versions,
@@ -24,8 +31,10 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import itertools
 import json
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -92,28 +101,47 @@ def start_ray(address: str | None) -> None:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
 
 
-def _asr_gpus(cfg: BuildConfig) -> float:
+def _asr_gpus(cfg: BuildConfig, res: dict) -> float:
     if cfg.asr.num_gpus >= 0:
         return cfg.asr.num_gpus
-    return 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
+    return 1.0 if res.get("GPU", 0) else 0.0
 
 
-def asr_capacity(cfg: BuildConfig) -> int:
-    """ASR actors the live cluster can hold while keeping room for at least one video task."""
-    res = ray.cluster_resources()
-    num_gpus = _asr_gpus(cfg)
+def asr_capacity(cfg: BuildConfig, res: dict, num_gpus: float) -> int:
+    """ASR actors the cluster resources `res` can hold while keeping room for one video task."""
     by_cpu = int((res.get("CPU", 0) - cfg.task_cpus) // cfg.asr.num_cpus) if cfg.asr.num_cpus else 1 << 30
     by_gpu = int(res.get("GPU", 0) // num_gpus) if num_gpus else 1 << 30
     return max(1, min(by_cpu, by_gpu))
 
 
-def start_asr_actors(cfg: BuildConfig) -> list:
+def asr_wanted(cfg: BuildConfig, res: dict, num_gpus: float) -> int:
+    """The configured pool size: `asr.actors`, or one per GPU (one per 4 CPUs without GPUs)."""
+    if cfg.asr.actors:
+        return cfg.asr.actors
+    return int(res.get("GPU", 0) / num_gpus) if num_gpus else max(1, int(res.get("CPU", 1)) // 4)
+
+
+def asr_pool_target(current: int, cfg: BuildConfig, res: dict, num_gpus: float) -> int:
+    """How many ASR actors the pool should have, given the cluster's resources `res` now.
+
+    Shrink to what fits beside one video task (after a node loss, actors restarted on the
+    survivors can take every CPU and starve the video tasks: a deadlock); grow back toward
+    the configured size when there is room again (a node rejoined, the autoscaler added
+    one); otherwise keep `current`. A pure function of its arguments."""
+    cap = asr_capacity(cfg, res, num_gpus)
+    if current > cap:
+        return cap
+    return max(current, min(asr_wanted(cfg, res, num_gpus), cap))
+
+
+def start_asr_actors(cfg: BuildConfig, count: int | None = None, num_gpus: float | None = None) -> list:
+    """Start `count` ASR actors (default: as many as the cluster should have now)."""
     res = ray.cluster_resources()
-    num_gpus = _asr_gpus(cfg)
-    n = cfg.asr.actors or (int(res.get("GPU", 0) / num_gpus) if num_gpus else max(1, int(res.get("CPU", 1)) // 4))
+    num_gpus = _asr_gpus(cfg, res) if num_gpus is None else num_gpus
+    n = asr_pool_target(0, cfg, res, num_gpus) if count is None else count
     actor_cls = ray.remote(AsrActor).options(num_cpus=cfg.asr.num_cpus, num_gpus=num_gpus,
                                              max_restarts=-1, max_task_retries=2, max_concurrency=1)
-    return [actor_cls.remote(cfg.asr) for _ in range(max(1, min(n, asr_capacity(cfg))))]
+    return [actor_cls.remote(cfg.asr) for _ in range(n)]
 
 
 # ----------------------------------------------------------------------------- on-disk state
@@ -164,11 +192,55 @@ class State:
         os.makedirs(os.path.dirname(self.journal_path(window, result.video_id)), exist_ok=True)
         _write_json(self.journal_path(window, result.video_id), dataclasses.asdict(result))
 
+    @property
+    def remote(self) -> bool:
+        return storage.is_remote(self.dest)
+
+    def remote_path(self, local: str) -> str:
+        """Where a file under `out` lives under a remote `dest`."""
+        return storage.join(self.dest, *os.path.relpath(local, self.out).split(os.sep))
+
     def publish(self, local: str) -> None:
         """Move a finished output file (relative to `out`) to `dest` when that is remote."""
-        if storage.is_remote(self.dest):
-            storage.upload(local, storage.join(self.dest, *os.path.relpath(local, self.out).split(os.sep)))
+        if self.remote:
+            storage.upload(local, self.remote_path(local))
             os.unlink(local)
+
+    def publish_copy(self, local: str) -> None:
+        """Copy a state file (relative to `out`) to `dest` when that is remote; keep it here."""
+        if self.remote:
+            storage.upload(local, self.remote_path(local))
+
+    def save_record(self, record: WindowRecord) -> None:
+        """Record a finished window (call it after its shards and manifest part are written or
+        uploaded). With a remote `dest` the record is uploaded first, then renamed into place
+        here: the remote copy, which a rerun on any machine reads, is never behind this one."""
+        path = self.p("windows", f"{record.window:010d}.json")
+        if not self.remote:
+            return _write_json(path, dataclasses.asdict(record))
+        tmp = self.p("tmp", os.path.basename(path))
+        _write_json(tmp, dataclasses.asdict(record))
+        storage.upload(tmp, self.remote_path(path))
+        os.replace(tmp, path)
+
+    def merge_remote_records(self) -> tuple[int, int]:
+        """With a remote `dest`, make the local and the remote window records the same set:
+        download the records only the remote has (windows finished from another machine or
+        another work_dir), upload those only this work_dir has (written before records were
+        published). Returns (downloaded, uploaded). One listing plus a GET or PUT per missing
+        record, 8 at a time."""
+        if not self.remote:
+            return 0, 0
+        from concurrent.futures import ThreadPoolExecutor
+        remote_dir = self.remote_path(self.p("windows"))
+        is_record = re.compile(r"\d{10}\.json").fullmatch
+        there = {n for n in storage.list_files(remote_dir) if is_record(n)}
+        here = {n for n in os.listdir(self.p("windows")) if is_record(n)}
+        down, up = sorted(there - here), sorted(here - there)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: storage.download(storage.join(remote_dir, n), self.p("windows", n)), down))
+            list(pool.map(lambda n: storage.upload(self.p("windows", n), storage.join(remote_dir, n)), up))
+        return len(down), len(up)
 
     def window_records(self) -> dict[int, WindowRecord]:
         out = {}
@@ -268,7 +340,7 @@ def write_window(state: State, window: int, video_ids: list[str], journal_window
                                   if r is not None and r.status != "ok"])
     record = WindowRecord(window=window, first_shard=first_shard, videos=video_ids, shards=stats,
                           samples=len(manifest), rollup=rollup)
-    _write_json(state.p("windows", f"{window:010d}.json"), dataclasses.asdict(record))
+    state.save_record(record)                    # last: after the shards and the manifest part
     if not cfg.keep_staging:
         for v in video_ids:
             shutil.rmtree(state.p("clips", v), ignore_errors=True)
@@ -287,28 +359,39 @@ class _Window:
 def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
           retry_errors: bool = False, log=print) -> RunSummary:
     t0 = time.time()
-    if storage.is_remote(out):       # journal and staging stay local; outputs are uploaded
+    if storage.is_remote(out):       # journal and staging stay local; outputs are uploaded,
         work = cfg.work_dir or os.path.join(os.path.expanduser("~/.cache/tvts-pipeline"),
                                             hashlib.sha1(out.encode()).hexdigest()[:16])
-        state = State(work, dest=out)
+        state = State(work, dest=out)     # and so are the window records and config.json
     else:
         state = State(out)
     _write_json(state.p("config.json"), cfg.to_dict())
+    state.publish_copy(state.p("config.json"))
+    downloaded, uploaded = state.merge_remote_records()
+    if downloaded or uploaded:
+        log(f"[build] window records: {downloaded} fetched from {out}, {uploaded} published to it")
     records = state.window_records()
-    next_shard = sum(len(r.shards) for r in records.values())
+    # new shards are numbered after every recorded window's (records are written in window
+    # order, so this is also their count)
+    next_shard = max((r.first_shard + len(r.shards) for r in records.values()), default=0)
     # latest failure of each video of the recorded windows, from their roll-ups
     recorded_failures = tally(state, records, read_journal=False).failed if retry_errors else {}
     n_retry = sum(1 for w in records if w >= RETRY_WINDOW_BASE)
     retry_window = RETRY_WINDOW_BASE + n_retry
     start_ray(address)
-    actors = start_asr_actors(cfg)
-    load = [0] * len(actors)
+    asr_gpus = _asr_gpus(cfg, ray.cluster_resources())
+    actors = start_asr_actors(cfg, num_gpus=asr_gpus)
+    # each actor has a stable slot id: tasks in flight hold the slot they were given, so the
+    # per-actor in-flight counts stay right while the pool shrinks and grows under them
+    new_slot = itertools.count()
+    slots = [next(new_slot) for _ in actors]            # parallel to `actors`
+    load = {s: 0 for s in slots}                        # slot -> tasks in flight on it
     task = ray.remote(_video_task).options(num_cpus=cfg.task_cpus, max_retries=cfg.task_retries,
                                            retry_exceptions=False)
     max_inflight = cfg.max_inflight or 2 * int(ray.cluster_resources().get("CPU", 1))
     windows: dict[int, _Window] = {}
     journal_window: dict[str, int] = {}         # video id -> window its journal lives under
-    inflight: dict = {}                          # ref -> (row, window, actor index, submitted at)
+    inflight: dict = {}                          # ref -> (row, window, actor slot, submitted at)
     counts = Counter()
     stats: dict = {}
     last_log = time.time()
@@ -338,21 +421,21 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
         fit_pool()
         for ref in ready:
-            row, win, ai, _ = inflight.pop(ref)
-            if ai < len(load):
-                load[ai] -= 1
+            row, win, slot, _ = inflight.pop(ref)
+            if slot in load:
+                load[slot] -= 1
             try:
                 result, clips = ray.get(ref)
             except ray.exceptions.RayError as e:    # worker died past its retries, or cancelled
                 result, clips = failed(row, "engine", "worker_died", str(e)[:300]), []
             finish(row, win, result, clips)
         now = time.time()
-        for ref, (row, win, ai, since) in list(inflight.items()):
+        for ref, (row, win, slot, since) in list(inflight.items()):
             if now - since > cfg.video_timeout_s * 1.2 + 30:   # the task's own deadline failed
                 ray.cancel(ref, force=True)
                 inflight.pop(ref)
-                if ai < len(load):
-                    load[ai] -= 1
+                if slot in load:
+                    load[slot] -= 1
                 finish(row, win, failed(row, "engine", "deadline",
                                         f"task exceeded {cfg.video_timeout_s}s and was killed"), [])
         flush_windows()
@@ -360,18 +443,31 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
     last_fit = time.time()
 
     def fit_pool() -> None:
-        """After a node loss, actors restarted on the survivors can take every CPU and starve
-        the video tasks (a deadlock): drop actors until one task fits beside them. Checked
-        every few seconds, not per result: it asks the GCS for the cluster's resources."""
+        """Resize the ASR pool to the live cluster (asr_pool_target): after a node loss drop
+        actors until one video task fits beside them, and start them again (up to the
+        configured count) when a node joins. Checked every few seconds, not per result: it
+        asks the GCS for the cluster's resources.
+
+        Shrinking pops the newest actors and growing appends, so actors[0] is never removed
+        by the pool: every task's copy of the list (taken when it was submitted) holds at
+        least one live actor to fail over to. Tasks submitted earlier do not see new actors;
+        later ones are sent to them first (no load yet)."""
         nonlocal last_fit
         if time.time() - last_fit < 5.0:
             return
         last_fit = time.time()
-        keep = asr_capacity(cfg)
-        while len(actors) > keep:
-            ray.kill(actors.pop(), no_restart=True)
-            load.pop()
+        target = asr_pool_target(len(actors), cfg, ray.cluster_resources(), asr_gpus)
+        if target < len(actors):
+            while len(actors) > target:
+                ray.kill(actors.pop(), no_restart=True)
+                del load[slots.pop()]
             log(f"[build] cluster shrank: {len(actors)} ASR actor(s) left")
+        elif target > len(actors):
+            for actor in start_asr_actors(cfg, target - len(actors), asr_gpus):
+                actors.append(actor)
+                slots.append(next(new_slot))
+                load[slots[-1]] = 0
+            log(f"[build] cluster grew: {len(actors)} ASR actor(s)")
 
     def progress(force: bool = False) -> None:
         nonlocal last_log
@@ -420,10 +516,10 @@ def build(urls: str, out: str, cfg: BuildConfig, *, address: str | None = None,
         while len(inflight) >= max_inflight:
             collect(timeout=1.0)
             progress()
-        ai = load.index(min(load))
-        load[ai] += 1
+        ai = min(range(len(actors)), key=lambda i: load[slots[i]])     # least loaded actor
+        load[slots[ai]] += 1
         st.pending.add(vid)
-        inflight[task.remote(item, cfg, actors, ai)] = (item, win, ai, time.time())
+        inflight[task.remote(item, cfg, actors, ai)] = (item, win, slots[ai], time.time())
         progress()
     for st in windows.values():
         st.complete = True

@@ -1,4 +1,4 @@
-"""Local paths or any pyarrow filesystem URI (s3://, gs://, hdfs://, ...), behind four calls.
+"""Local paths or any pyarrow filesystem URI (s3://, gs://, hdfs://, ...), behind a few calls.
 
 Credentials and endpoints come from the environment the way each filesystem reads them
 (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL),
@@ -56,3 +56,15 @@ def download(remote: str, local: str) -> None:
     with fs.open_input_stream(p) as src, open(local + ".tmp", "wb") as dst:
         shutil.copyfileobj(src, dst, 8 << 20)
     os.replace(local + ".tmp", local)
+
+
+def list_files(path: str) -> list[str]:
+    """Names of the files directly under the directory (or key prefix) `path`, sorted; none
+    when it does not exist."""
+    if not is_remote(path):
+        if not os.path.isdir(path):
+            return []
+        return sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)))
+    fs, p = _fs(path)
+    infos = fs.get_file_info(pafs.FileSelector(p.rstrip("/"), allow_not_found=True, recursive=False))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
