@@ -200,16 +200,16 @@ class State:
         """Where a file under `out` lives under a remote `dest`."""
         return storage.join(self.dest, *os.path.relpath(local, self.out).split(os.sep))
 
-    def publish(self, local: str) -> None:
-        """Move a finished output file (relative to `out`) to `dest` when that is remote."""
-        if self.remote:
-            storage.upload(local, self.remote_path(local))
-            os.unlink(local)
-
     def publish_copy(self, local: str) -> None:
         """Copy a state file (relative to `out`) to `dest` when that is remote; keep it here."""
         if self.remote:
             storage.upload(local, self.remote_path(local))
+
+    def publish(self, local: str) -> None:
+        """Move a finished output file (relative to `out`) to `dest` when that is remote."""
+        if self.remote:
+            self.publish_copy(local)
+            os.unlink(local)
 
     def save_record(self, record: WindowRecord) -> None:
         """Record a finished window (call it after its shards and manifest part are written or
